@@ -1,0 +1,23 @@
+"""Make the checkout importable as ansible_collections.mtproxy.cutover for every test."""
+import os
+import sys
+import tempfile
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _collections_root():
+    root = os.path.join(tempfile.gettempdir(), "mtproxy-cutover-collections-%d" % os.getuid())
+    link_dir = os.path.join(root, "ansible_collections", "mtproxy")
+    link = os.path.join(link_dir, "cutover")
+    os.makedirs(link_dir, exist_ok=True)
+    if os.path.realpath(link) != REPO_ROOT:
+        tmp_link = link + ".%d" % os.getpid()
+        os.symlink(REPO_ROOT, tmp_link)
+        os.replace(tmp_link, link)
+    return root
+
+
+COLLECTIONS_ROOT = _collections_root()
+if COLLECTIONS_ROOT not in sys.path:
+    sys.path.insert(0, COLLECTIONS_ROOT)

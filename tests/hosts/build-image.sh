@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build the systemd test-host image from Debian packages (no registry is reachable).
+# The tag is a hash of this recipe, so the image is rebuilt only when the recipe changes.
+# Prints the image reference on stdout.
+set -euo pipefail
+
+suite=bookworm
+packages=python3,systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates
+repo=mtproxy-cutover-host
+
+tag=$(printf '%s|%s|%s' "$suite" "$packages" "$(sed -n '/^# recipe-end/q;p' "$0" | sha256sum)" | sha256sum | cut -c1-12)
+image="$repo:$tag"
+
+if docker image inspect "$image" >/dev/null 2>&1; then
+  echo "$image"
+  exit 0
+fi
+
+rootfs=$(mktemp -d)
+trap 'rm -rf "$rootfs"' EXIT
+echo "building $image (debootstrap $suite)" >&2
+debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" >&2
+# The hosts have no network: drop what would try to reach it and the units that cannot run in a container.
+rm -f "$rootfs"/etc/systemd/system/*.wants/systemd-timesyncd.service
+chroot "$rootfs" systemctl mask systemd-networkd-wait-online.service getty@tty1.service console-getty.service >&2 || true
+echo "$repo" >"$rootfs/etc/hostname"
+tar -C "$rootfs" -c . | docker import -c 'CMD ["/lib/systemd/systemd"]' -c 'STOPSIGNAL SIGRTMIN+3' - "$image" >&2
+echo "$image"
+# recipe-end
