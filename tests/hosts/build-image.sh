@@ -24,6 +24,6 @@ debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" >&2
 rm -f "$rootfs"/etc/systemd/system/*.wants/systemd-timesyncd.service
 chroot "$rootfs" systemctl mask systemd-networkd-wait-online.service getty@tty1.service console-getty.service >&2 || true
 echo "$repo" >"$rootfs/etc/hostname"
-tar -C "$rootfs" -c . | docker import -c 'CMD ["/lib/systemd/systemd"]' -c 'STOPSIGNAL SIGRTMIN+3' - "$image" >&2
+tar -C "$rootfs" -c . | docker import -c 'CMD ["/lib/systemd/systemd"]' - "$image" >&2
 echo "$image"
 # recipe-end

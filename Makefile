@@ -1,0 +1,70 @@
+# Entry points: `make demo` (a real cutover on a local demo fleet) and `make test` (everything CI runs).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+VENV       := .venv
+PY         := $(VENV)/bin/python
+COLLECTIONS := $(CURDIR)/$(VENV)/collections
+ANSIBLE_BUNDLE := ansible==12.3.0
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export MTPROXY_TEST_COLLECTIONS_PATH := $(COLLECTIONS)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+SCENARIOS ?=
+
+.PHONY: help venv unit integration lint sanity engine image scenarios test demo bench clean
+
+help:
+	@echo "make demo   - run cutover.yml then rollback.yml on a local fleet of systemd containers"
+	@echo "make test   - unit, module, lint, sanity and Molecule scenario tests"
+	@echo "make bench  - flip window, fleet scale and judge cost benchmarks"
+
+$(VENV)/.installed: requirements/test.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/test.txt
+	touch $@
+
+# community.docker and ansible.posix come from the ansible bundle wheel (Galaxy is not reachable).
+$(VENV)/.collections: $(VENV)/.installed
+	rm -rf $(COLLECTIONS) $(VENV)/dl && mkdir -p $(COLLECTIONS)/ansible_collections/mtproxy $(VENV)/dl
+	$(PY) -m pip download -q --no-deps -d $(VENV)/dl '$(ANSIBLE_BUNDLE)'
+	$(PY) tests/hosts/extract_collections.py $(VENV)/dl/*.whl $(COLLECTIONS) community/docker ansible/posix
+	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/mtproxy/cutover
+	touch $@
+
+venv: $(VENV)/.collections
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+integration: venv engine image
+	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) -m pytest tests/integration -q
+
+lint: venv
+	ansible-lint --profile production --offline -q
+
+sanity: venv
+	tests/sanity/run-sanity.sh
+
+engine:
+	tests/hosts/docker-engine.sh
+
+image: engine
+	tests/hosts/build-image.sh >/dev/null
+
+scenarios: venv engine image
+	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) tests/hosts/run-scenarios.sh $(SCENARIOS)
+
+test: unit lint sanity integration scenarios
+
+demo: venv engine image
+	tests/hosts/demo.sh
+
+bench: venv engine image
+	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) tests/bench/run_bench.py
+
+clean:
+	$(PY) tests/hosts/fleet.py down --all || true
+	rm -rf $(VENV) .venv-sanity artifacts
