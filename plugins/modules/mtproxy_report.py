@@ -18,7 +18,7 @@ description:
   - The records are redacted when they are written; the report adds nothing secret.
 version_added: "0.1.0"
 author:
-  - mtproxy.cutover contributors
+  - mtproxy.cutover contributors (@mtproxy-cutover)
 options:
   run_dir:
     description: Directory of the run, holding C(run.json) and C(hosts/).
