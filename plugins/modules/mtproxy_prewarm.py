@@ -1,0 +1,171 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mtproxy.cutover contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mtproxy_prewarm
+short_description: Pre-warm a staged MTProxy binary on free local ports as a transient systemd unit
+description:
+  - O(state=started) runs O(binary) with the frozen argv of the freeze manifest, with C(-p) and every
+    C(-H) port replaced by free local ports and C(-l) (if present) pointed at
+    C(<state_dir>/<service>/prewarm.log), as the transient unit C(<service>-prewarm.service). The unit gets
+    the vendor unit's working directory, user, group, environment and environment files.
+  - It then waits until C(/stats) answers HTTP 200 (and, for a Go body, C(has_current_config 1)) and every
+    client port accepts TCP connections.
+  - "If the binary exits during start-up, the module fails quoting its own output from the journal
+    (for example C(flag provided but not defined: -p)). If it runs but never serves C(/stats) or never gets
+    ready, it is stopped and the module fails saying so."
+  - O(state=stopped) sends SIGTERM to the unit's main process, waits up to O(stop_timeout), and reports
+    the exit status and the journal tail. A process that ignores SIGTERM is killed and the module fails.
+  - No transient unit is left behind (stopped and reset-failed) except a successfully started one.
+  - Secrets (C(-S), C(-P) values) never appear in results or messages.
+version_added: 0.1.0
+author:
+  - mtproxy.cutover contributors (@mtproxy-cutover)
+options:
+  state:
+    description: Start the pre-warm instance or stop it.
+    type: str
+    default: started
+    choices: [started, stopped]
+  service:
+    description: Name of the service as given to M(mtproxy.cutover.mtproxy_freeze).
+    type: str
+    default: MTProxy
+  state_dir:
+    description: Directory holding the per-service freeze manifest.
+    type: path
+    default: /var/lib/mtproxy-cutover
+  binary:
+    description: Absolute path of the staged binary to pre-warm. Required when O(state=started).
+    type: path
+  ready_timeout:
+    description: Seconds to wait for the started binary to become ready.
+    type: float
+    default: 15
+  stop_timeout:
+    description: Seconds to wait for the main process to exit after SIGTERM.
+    type: float
+    default: 10
+attributes:
+  check_mode:
+    support: full
+    description: Starts and stops nothing; O(state=started) returns the argv it would run (redacted).
+  diff_mode:
+    support: none
+    description: Nothing on the host is edited, so there is no diff.
+notes:
+  - The binary is started with the same privileges as production (root unless the vendor unit sets
+    C(User=)); it binds the picked ports on all addresses, like production binds its ports.
+'''
+
+EXAMPLES = r'''
+- name: Pre-warm the staged Go binary beside the running C proxy
+  mtproxy.cutover.mtproxy_prewarm:
+    binary: /opt/MTProxy/releases/go-0123456789ab/mtproto-proxy
+  register: prewarm
+
+- name: Stop the pre-warm instance
+  mtproxy.cutover.mtproxy_prewarm:
+    state: stopped
+'''
+
+RETURN = r'''
+unit:
+  description: Name of the transient unit.
+  returned: always
+  type: str
+  sample: MTProxy-prewarm.service
+stats_url:
+  description: URL of the pre-warm instance's C(/stats).
+  returned: state=started
+  type: str
+  sample: http://127.0.0.1:40123/stats
+stats_port:
+  description: Stats port given to the pre-warm instance (C(-p)).
+  returned: state=started
+  type: int
+client_ports:
+  description: Client ports given to the pre-warm instance (C(-H)), in argv order.
+  returned: state=started
+  type: list
+  elements: int
+ready_ms:
+  description: Milliseconds from C(systemd-run) until C(/stats) was ready and every client port accepted.
+  returned: state=started and not check mode
+  type: float
+pid:
+  description: Main PID of the pre-warm instance.
+  returned: state=started and not check mode
+  type: int
+argv:
+  description: The argv of the pre-warm instance, secrets redacted.
+  returned: state=started
+  type: list
+  elements: str
+exit_code:
+  description: Exit status of the main process (null if it was killed by a signal or nothing ran).
+  returned: state=stopped
+  type: int
+exit_signal:
+  description: Signal that ended the main process, if any.
+  returned: state=stopped
+  type: int
+stop_ms:
+  description: Milliseconds from SIGTERM until the main process was gone (null if it was not running).
+  returned: state=stopped
+  type: float
+exited:
+  description: Whether the main process exited after SIGTERM within O(stop_timeout).
+  returned: state=stopped
+  type: bool
+journal:
+  description: Last journal lines of the pre-warm unit, secrets redacted.
+  returned: state=stopped or failure
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import Prewarm
+from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type='str', default='started', choices=['started', 'stopped']),
+            service=dict(type='str', default='MTProxy'),
+            state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
+            binary=dict(type='path'),
+            ready_timeout=dict(type='float', default=15),
+            stop_timeout=dict(type='float', default=10),
+        ),
+        required_if=[('state', 'started', ['binary'])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        prewarm = Prewarm(params['service'], params['state_dir'])
+        if params['state'] == 'started':
+            result = prewarm.start(params['binary'], params['ready_timeout'], check_mode=module.check_mode)
+        else:
+            result = prewarm.stop(params['stop_timeout'], check_mode=module.check_mode)
+    except SwitchError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg='pre-warm of %s failed on the host: %s' % (params['service'], exc))
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

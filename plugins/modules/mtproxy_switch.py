@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mtproxy.cutover contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mtproxy_switch
+short_description: Point an MTProxy service at the Go or the C binary, restart it and prove the argv
+description:
+  - Reads the freeze manifest written by M(mtproxy.cutover.mtproxy_freeze) and points the systemd service
+    at the staged Go binary (O(target=go)) or back at the frozen C binary (O(target=c)).
+  - With O(method=dropin) the vendor unit is never edited; a drop-in C(99-mtproxy-cutover.conf) resets
+    C(ExecStart) and runs the Go binary with the rest of the vendor C(ExecStart) byte-identical.
+    Removing the drop-in returns the service to the C binary.
+  - With O(method=symlink) the C(ExecStart) binary path must already be a symlink (C(current -> release));
+    it is replaced atomically.
+  - Restarts the service (stop, then start), measures how long the client port refused connections,
+    waits for the stats port, and proves that the new main process runs the frozen argv with only the
+    program replaced.
+  - Records every switch in C(<state_dir>/<service>/state.json) (mode 0600).
+  - Does nothing (V(changed=false), no restart) when the unit already points at the target, the live
+    process runs it with the expected argv and the state file agrees.
+  - Secrets (C(-S), C(-P) values) never appear in results, diffs or messages.
+version_added: 0.1.0
+author:
+  - mtproxy.cutover contributors (@mtproxy-cutover)
+options:
+  service:
+    description: Name of the service as given to M(mtproxy.cutover.mtproxy_freeze).
+    type: str
+    default: MTProxy
+  state_dir:
+    description: Directory holding the per-service freeze manifest and switch state.
+    type: path
+    default: /var/lib/mtproxy-cutover
+  target:
+    description: Which binary the service should run.
+    type: str
+    required: true
+    choices: [go, c]
+  binary:
+    description:
+      - Absolute path of the staged Go binary on the host. Required when O(target=go).
+      - Ignored for O(target=c), which always returns to the frozen C binary of the manifest.
+    type: path
+  method:
+    description:
+      - V(dropin) writes or removes C(/etc/systemd/system/<unit>.d/99-mtproxy-cutover.conf).
+      - V(symlink) repoints the C(ExecStart) binary path, which must already be a symlink.
+    type: str
+    default: dropin
+    choices: [dropin, symlink]
+  listen_timeout:
+    description: Seconds to wait after C(systemctl start) for the client port, then the stats port, to accept.
+    type: float
+    default: 15
+  stop_timeout:
+    description:
+      - Seconds to wait for C(systemctl stop) to finish. Past it the unit's processes are killed with
+        SIGKILL through C(systemctl kill) (a binary hung on SIGTERM cannot block a switch).
+    type: float
+    default: 30
+  force_restart:
+    description:
+      - Restart and measure even when the service already runs the target with the frozen argv
+        (the drill's baseline restart of the C binary).
+    type: bool
+    default: false
+  journal_lines:
+    description:
+      - When the service is switched, return this many of its last journal lines (redacted) as they
+        were before the switch, for example the Go process's last words before a rollback.
+    type: int
+    default: 0
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether a switch is needed and the diff; writes nothing and restarts nothing.
+  diff_mode:
+    support: full
+    description: Before/after of the drop-in (secrets redacted) or of the symlink target.
+notes:
+  - If the new binary does not listen in time, the module fails with the host-side cause and the last
+    journal lines of the unit (redacted) and leaves the unit pointed at the target; run it again with
+    O(target=c) to roll back. Switching to C works from any state of the unit.
+  - The C(/stats) content check is left to M(mtproxy.cutover.mtproxy_stats).
+'''
+
+EXAMPLES = r'''
+- name: Run the staged Go binary with the frozen C argv
+  mtproxy.cutover.mtproxy_switch:
+    target: go
+    binary: /opt/MTProxy/releases/go-0123456789ab/mtproto-proxy
+  register: flip
+
+- name: Roll back to the C binary
+  mtproxy.cutover.mtproxy_switch:
+    target: c
+'''
+
+RETURN = r'''
+target:
+  description: The flavour the service was switched to.
+  returned: always
+  type: str
+  sample: go
+binary:
+  description: Binary the service runs now (the frozen C binary for O(target=c)).
+  returned: always
+  type: str
+  sample: /opt/MTProxy/releases/go-0123456789ab/mtproto-proxy
+method:
+  description: The switching method used.
+  returned: always
+  type: str
+  sample: dropin
+timings:
+  description:
+    - Restart measurements in milliseconds; null when nothing was restarted.
+    - C(stop_ms) from C(systemctl stop) until the old main process was gone, C(start_ms) from
+      C(systemctl start) until the client port accepted, C(unavailable_ms) from the stop until the client
+      port accepted, C(stats_ms) from the start until the stats port accepted,
+      C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
+  returned: always
+  type: dict
+  sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, killed_after_stop_timeout: false}
+argv_matches:
+  description: Whether the live main process runs the expected argv (frozen argv, program replaced for Go).
+  returned: always
+  type: bool
+main_pid:
+  description: MainPID of the service after the module ran.
+  returned: always
+  type: int
+restarted:
+  description: Whether the service was restarted.
+  returned: always
+  type: bool
+previous_good:
+  description: The last known good binary to roll back to (C(flavor), C(binary), with symlink also C(link_target)).
+  returned: always
+  type: dict
+  sample: {flavor: c, binary: /opt/MTProxy/mtproto-proxy}
+dropin_path:
+  description: Path of the cutover drop-in (null with O(method=symlink)).
+  returned: always
+  type: str
+  sample: /etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf
+journal:
+  description:
+    - Last journal lines of the unit (redacted). On failure, what the new binary logged; with
+      O(journal_lines), what the outgoing process logged before the switch.
+  returned: always
+  type: list
+  elements: str
+stats_url:
+  description: C(/stats) URL of the service, from the freeze manifest.
+  returned: always
+  type: str
+  sample: http://127.0.0.1:8888/stats
+client_ports:
+  description: Client ports of the service, from the freeze manifest.
+  returned: always
+  type: list
+  elements: int
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError, switch_service
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            service=dict(type='str', default='MTProxy'),
+            state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
+            target=dict(type='str', required=True, choices=['go', 'c']),
+            binary=dict(type='path'),
+            method=dict(type='str', default='dropin', choices=['dropin', 'symlink']),
+            listen_timeout=dict(type='float', default=15),
+            stop_timeout=dict(type='float', default=30),
+            force_restart=dict(type='bool', default=False),
+            journal_lines=dict(type='int', default=0),
+        ),
+        required_if=[('target', 'go', ['binary'])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
+                                params['method'], params['listen_timeout'], params['stop_timeout'],
+                                check_mode=module.check_mode, force_restart=params['force_restart'],
+                                journal_lines=params['journal_lines'])
+    except SwitchError as exc:
+        details = dict(exc.details)
+        details.pop('diff', None)
+        module.fail_json(msg=str(exc), **details)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg='switching %s failed on the host: %s' % (params['service'], exc))
+    if not module._diff:
+        result.pop('diff', None)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

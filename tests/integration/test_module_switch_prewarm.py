@@ -1,0 +1,347 @@
+"""mtproxy_switch and mtproxy_prewarm run by ansible-core against a systemd container.
+
+The host gets the stand-in proxy as the C binary (/opt/MTProxy/mtproto-proxy) and as the Go
+binary (/opt/MTProxy/releases/go-test/mtproto-proxy-go), a vendor MTProxy.service and a freeze
+manifest written by the test. Tests run in file order against one container.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+STANDIN = os.path.join(REPO, 'tests', 'standin', 'mtproxy_standin.py')
+BUILD_IMAGE = os.path.join(REPO, 'tests', 'hosts', 'build-image.sh')
+VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+
+SECRET = '0123456789abcdef0123456789abcdef'
+C_BIN = '/opt/MTProxy/mtproto-proxy'
+GO_BIN = '/opt/MTProxy/releases/go-test/mtproto-proxy-go'
+EXEC_START = '%s -u nobody -p 8888 --http-stats -H 443 -S %s --aes-pwd proxy-secret proxy-multi.conf -M 1' % (
+    C_BIN, SECRET)
+C_ARGV = EXEC_START.split()
+DROPIN = '/etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf'
+STATE_DIR = '/var/lib/mtproxy-cutover'
+UNIT = """[Unit]
+Description=MTProxy
+After=network.target
+
+[Service]
+Type=simple
+WorkingDirectory=/opt/MTProxy
+Environment=MTPROXY_ENV_PROBE=1
+ExecStart=%s
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+""" % EXEC_START
+BACKEND = 'proxy_for 1 149.154.175.50:8888;\nproxy_for -1 149.154.175.50:8888;\ndefault 1;\n'
+
+
+def _docker_usable():
+    if not shutil.which('docker'):
+        return 'docker CLI not installed'
+    try:
+        probe = subprocess.run(['docker', 'info'], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 'docker info failed: %s' % exc
+    if probe.returncode != 0:
+        return 'docker engine not reachable: %s' % probe.stderr.decode(errors='replace').strip()[:200]
+    if not os.path.exists(STANDIN):
+        return 'tests/standin/mtproxy_standin.py is missing'
+    return None
+
+
+def sh(name, script, check=True, timeout=120):
+    proc = subprocess.run(['docker', 'exec', name, 'sh', '-c', script], capture_output=True, timeout=timeout)
+    out = proc.stdout.decode(errors='replace')
+    if check and proc.returncode != 0:
+        raise AssertionError('%s failed (%d): %s %s' % (script, proc.returncode, out,
+                                                       proc.stderr.decode(errors='replace')))
+    return out
+
+
+def put(name, text, path, mode):
+    with tempfile.NamedTemporaryFile('w', delete=False) as handle:
+        handle.write(text)
+    try:
+        sh(name, 'mkdir -p %s' % os.path.dirname(path))
+        subprocess.run(['docker', 'cp', handle.name, '%s:%s' % (name, path)], check=True, capture_output=True)
+        sh(name, 'chown root:root %s && chmod %o %s' % (path, mode, path))
+    finally:
+        os.unlink(handle.name)
+
+
+def main_pid(name):
+    return int(sh(name, 'systemctl show -p MainPID --value MTProxy.service').strip())
+
+
+def cmdline(name, pid):
+    raw = subprocess.run(['docker', 'exec', name, 'cat', '/proc/%d/cmdline' % pid], capture_output=True).stdout
+    return raw.rstrip(b'\0').decode().split('\0')
+
+
+def script_form(argv):
+    """The stand-in is a Python script: /proc shows the interpreter first (shebang env python3)."""
+    return ['python3', argv[0]] + argv[1:]
+
+
+def wait_port(name, port, timeout=15):
+    probe = ('import socket,sys,time\nend=time.time()+%d\nwhile time.time()<end:\n'
+             '    s=socket.socket()\n    try:\n        s.connect(("127.0.0.1",%d)); sys.exit(0)\n'
+             '    except OSError: time.sleep(0.05)\n    finally: s.close()\nsys.exit(1)\n') % (timeout, port)
+    subprocess.run(['docker', 'exec', name, 'python3', '-c', probe], check=True, timeout=timeout + 10)
+
+
+class Host(object):
+    def __init__(self, name, workdir):
+        self.name = name
+        self.workdir = workdir
+        self.env = dict(os.environ)
+        self.env.update(
+            ANSIBLE_COLLECTIONS_PATH=os.environ.get('MTPROXY_TEST_COLLECTIONS_PATH',
+                                                    os.path.join(REPO, '.venv', 'collections')),
+            ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_HOST_KEY_CHECKING='0',
+            ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'),
+            ANSIBLE_DEPRECATION_WARNINGS='0')
+
+    def module(self, module, args, check=False, diff=False):
+        play = [{'hosts': 'all', 'gather_facts': False,
+                 'vars': {'ansible_python_interpreter': '/usr/bin/python3'},
+                 'tasks': [{'name': module, 'mtproxy.cutover.%s' % module: args, 'ignore_errors': True}]}]
+        path = os.path.join(self.workdir, 'play-%s.json' % uuid.uuid4().hex[:8])
+        with open(path, 'w') as handle:
+            json.dump(play, handle)
+        cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', '%s,' % self.name, '-c', 'community.docker.docker',
+               path]
+        if check:
+            cmd.append('--check')
+        if diff:
+            cmd.append('--diff')
+        proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300)
+        out = proc.stdout.decode(errors='replace')
+        try:
+            report = json.loads(out[out.index('{'):])
+            result = report['plays'][0]['tasks'][0]['hosts'][self.name]
+        except (ValueError, KeyError, IndexError):
+            raise AssertionError('ansible-playbook gave no result (rc %d): %s %s'
+                                 % (proc.returncode, out[-3000:], proc.stderr.decode(errors='replace')[-3000:]))
+        assert SECRET not in json.dumps(result), 'secret leaked into the result of %s' % module
+        return result
+
+
+@pytest.fixture(scope='module')
+def host():
+    reason = _docker_usable()
+    if reason:
+        pytest.skip(reason)
+    build = subprocess.run([BUILD_IMAGE], capture_output=True, timeout=900)
+    if build.returncode != 0:
+        pytest.skip('test-host image cannot be built: %s' % build.stderr.decode(errors='replace')[-300:])
+    image = build.stdout.decode().strip().splitlines()[-1]
+    name = 'mtpx-switch-%s' % uuid.uuid4().hex[:8]
+    workdir = tempfile.mkdtemp(prefix='mtpx-switch-')
+    try:
+        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none', '--cap-add', 'SYS_ADMIN',
+                        '--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
+                        '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
+                       check=True, capture_output=True, timeout=120)
+        sh(name, 'for i in $(seq 1 100); do systemctl is-system-running 2>/dev/null | grep -qE "running|degraded"'
+                 ' && exit 0; sleep 0.2; done; exit 1')
+        _install(name)
+        yield Host(name, workdir)
+    finally:
+        subprocess.run(['docker', 'rm', '-f', name], capture_output=True, timeout=120)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _install(name):
+    with open(STANDIN) as handle:
+        standin = handle.read()
+    put(name, standin, C_BIN, 0o755)
+    put(name, standin, GO_BIN, 0o755)
+    put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf', 0o644)
+    put(name, 'aes-secret-for-tests\n', '/opt/MTProxy/proxy-secret', 0o644)
+    put(name, UNIT, '/etc/systemd/system/MTProxy.service', 0o640)
+    sh(name, 'systemctl daemon-reload && systemctl enable --now MTProxy.service')
+    wait_port(name, 443)
+    manifest = {
+        'schema': 1, 'service': 'MTProxy', 'unit_name': 'MTProxy.service',
+        'unit': {'fragment_path': '/etc/systemd/system/MTProxy.service', 'exec_start': EXEC_START,
+                 'exec_start_argv': C_ARGV, 'working_directory': '/opt/MTProxy', 'user': None, 'group': None,
+                 'environment': {'MTPROXY_ENV_PROBE': '1'}, 'environment_files': []},
+        'binary': C_BIN, 'binary_realpath': C_BIN, 'binary_sha256': None, 'argv': C_ARGV,
+        'stats_port': 8888, 'client_ports': [443], 'stats_url': 'http://127.0.0.1:8888/stats', 'workers': 1,
+    }
+    sh(name, 'mkdir -p -m 0700 %s/MTProxy' % STATE_DIR)
+    put(name, json.dumps(manifest), '%s/MTProxy/manifest.json' % STATE_DIR, 0o600)
+
+
+def test_check_mode_changes_nothing(host):
+    pid = main_pid(host.name)
+    result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN}, check=True, diff=True)
+    assert not result.get('failed'), result.get('msg')
+    assert result['changed'] is True and result['restarted'] is False and result['timings'] is None
+    assert GO_BIN in result['diff']['after'] and '<redacted>' in result['diff']['after']
+    assert main_pid(host.name) == pid
+    assert sh(host.name, 'ls %s/MTProxy' % STATE_DIR).split() == ['manifest.json']
+    assert sh(host.name, 'test -e %s && echo present || echo absent' % DROPIN).strip() == 'absent'
+
+
+def test_flip_to_go(host):
+    old_pid = main_pid(host.name)
+    result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN})
+    assert not result.get('failed'), result.get('msg')
+    assert result['changed'] is True and result['restarted'] is True and result['argv_matches'] is True
+    timings = result['timings']
+    for key in ('stop_ms', 'start_ms', 'unavailable_ms', 'stats_ms'):
+        assert isinstance(timings[key], float) and timings[key] >= 0, timings
+    assert timings['unavailable_ms'] >= timings['start_ms']
+    print('C -> Go timings (ms): %s' % timings)
+    assert result['previous_good'] == {'flavor': 'c', 'binary': C_BIN}
+    assert result['dropin_path'] == DROPIN
+    pid = main_pid(host.name)
+    assert pid == result['main_pid'] and pid != old_pid
+    assert cmdline(host.name, pid) == script_form([GO_BIN] + C_ARGV[1:])
+    dropin = sh(host.name, 'cat %s' % DROPIN)
+    assert 'ExecStart=\nExecStart=%s%s\n' % (GO_BIN, EXEC_START[len(C_BIN):]) in dropin
+    assert 'mtproxy.cutover' in dropin
+    assert sh(host.name, 'stat -c %%a %s' % DROPIN).strip() == '640'
+    assert sh(host.name, 'cat /etc/systemd/system/MTProxy.service') == UNIT
+    state = json.loads(sh(host.name, 'cat %s/MTProxy/state.json' % STATE_DIR))
+    assert state['current'] == 'go' and state['binary'] == GO_BIN and state['history'][-1]['result'] == 'ok'
+    assert sh(host.name, 'stat -c %%a %s/MTProxy/state.json' % STATE_DIR).strip() == '600'
+
+
+def test_second_go_run_is_idempotent(host):
+    pid = main_pid(host.name)
+    result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN})
+    assert not result.get('failed'), result.get('msg')
+    assert result['changed'] is False and result['restarted'] is False and result['argv_matches'] is True
+    assert main_pid(host.name) == pid
+
+
+def test_rollback_to_c(host):
+    result = host.module('mtproxy_switch', {'target': 'c'}, diff=True)
+    assert not result.get('failed'), result.get('msg')
+    assert result['changed'] is True and result['argv_matches'] is True and result['binary'] == C_BIN
+    assert result['diff']['after'] == ''
+    assert sh(host.name, 'test -e %s && echo present || echo absent' % DROPIN).strip() == 'absent'
+    assert cmdline(host.name, main_pid(host.name)) == script_form(C_ARGV)
+    state = json.loads(sh(host.name, 'cat %s/MTProxy/state.json' % STATE_DIR))
+    assert state['current'] == 'c' and [h['to'] for h in state['history']] == ['go', 'c']
+    again = host.module('mtproxy_switch', {'target': 'c'})
+    assert again['changed'] is False
+
+
+def test_rollback_from_a_failed_go_start(host):
+    """Go that exits at start: the flip fails quoting its output; target=c still brings C back."""
+    put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
+    try:
+        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'listen_timeout': 5})
+        assert result.get('failed') is True
+        assert 'flag provided but not defined: -p' in result['msg']
+        assert 'target=c' in result['msg']
+    finally:
+        sh(host.name, 'rm -f /etc/mtproxy-standin/faults.json')
+    back = host.module('mtproxy_switch', {'target': 'c'})
+    assert not back.get('failed'), back.get('msg')
+    assert back['argv_matches'] is True
+    assert cmdline(host.name, main_pid(host.name)) == script_form(C_ARGV)
+
+
+def test_prewarm_good_binary_starts_and_stops(host):
+    checked = host.module('mtproxy_prewarm', {'binary': GO_BIN}, check=True)
+    assert checked['changed'] is True and checked['pid'] is None
+    assert sh(host.name, 'systemctl show -p LoadState --value MTProxy-prewarm.service').strip() == 'not-found'
+    started = host.module('mtproxy_prewarm', {'binary': GO_BIN})
+    assert not started.get('failed'), started.get('msg')
+    assert started['unit'] == 'MTProxy-prewarm.service'
+    assert started['stats_port'] not in (8888, 443) and 443 not in started['client_ports']
+    assert started['stats_url'] == 'http://127.0.0.1:%d/stats' % started['stats_port']
+    assert isinstance(started['ready_ms'], float)
+    live = cmdline(host.name, started['pid'])
+    expected = [GO_BIN] + C_ARGV[1:]
+    expected[expected.index('-p') + 1] = str(started['stats_port'])
+    expected[expected.index('-H') + 1] = str(started['client_ports'][0])
+    assert live == script_form(expected)
+    body = sh(host.name, 'python3 -c "import urllib.request as u; print(u.urlopen(\'%s\').read().decode())"'
+              % started['stats_url'])
+    assert 'has_current_config\t1' in body
+    env = sh(host.name, 'tr "\\0" "\\n" < /proc/%d/environ' % started['pid'])
+    assert 'MTPROXY_ENV_PROBE=1' in env.split('\n')
+    assert sh(host.name, 'readlink /proc/%d/cwd' % started['pid']).strip() == '/opt/MTProxy'
+
+    stopped = host.module('mtproxy_prewarm', {'state': 'stopped'})
+    assert not stopped.get('failed'), stopped.get('msg')
+    assert stopped['exited'] is True and stopped['exit_code'] == 0 and isinstance(stopped['stop_ms'], float)
+    assert isinstance(stopped['journal'], list)
+    assert sh(host.name, 'systemctl show -p LoadState --value MTProxy-prewarm.service').strip() == 'not-found'
+    assert main_pid(host.name)  # production untouched
+
+
+def test_prewarm_rejecting_binary_fails_quoting_it(host):
+    put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
+    try:
+        result = host.module('mtproxy_prewarm', {'binary': GO_BIN, 'ready_timeout': 5})
+    finally:
+        sh(host.name, 'rm -f /etc/mtproxy-standin/faults.json')
+    assert result.get('failed') is True
+    assert 'flag provided but not defined: -p' in result['msg']
+    assert 'exited during start-up' in result['msg']
+    time.sleep(0.2)
+    assert sh(host.name, 'systemctl show -p LoadState --value MTProxy-prewarm.service').strip() == 'not-found'
+
+
+def test_prewarm_stop_of_a_binary_hung_on_sigterm_fails_and_cleans_up(host):
+    started = host.module('mtproxy_prewarm', {'binary': GO_BIN})
+    assert not started.get('failed'), started.get('msg')
+    put(host.name, json.dumps({'go': {'ignore_sigterm': True}}), '/etc/mtproxy-standin/faults.json', 0o644)
+    try:
+        time.sleep(1.2)  # the stand-in re-reads runtime faults every 0.5 s
+        stopped = host.module('mtproxy_prewarm', {'state': 'stopped', 'stop_timeout': 2})
+    finally:
+        sh(host.name, 'rm -f /etc/mtproxy-standin/faults.json')
+    assert stopped.get('failed') is True and stopped['exited'] is False
+    assert 'did not exit within 2.0s after SIGTERM' in stopped['msg']
+    assert sh(host.name, 'systemctl show -p LoadState --value MTProxy-prewarm.service').strip() == 'not-found'
+    assert sh(host.name, 'test -d /proc/%d && echo alive || echo gone' % started['pid']).strip() == 'gone'
+
+
+def test_symlink_method_flips_and_returns(host):
+    """Operator layout: the ExecStart path is a symlink to a release; the link is repointed."""
+    link = '/opt/MTProxy/bin/mtproto-proxy'
+    c_release = '/opt/MTProxy/releases/c/mtproto-proxy'
+    sh(host.name, 'mkdir -p /opt/MTProxy/bin /opt/MTProxy/releases/c && cp %s %s && ln -sfn %s %s'
+       % (C_BIN, c_release, c_release, link))
+    exec_start = EXEC_START.replace(C_BIN, link, 1)
+    argv = exec_start.split()
+    put(host.name, UNIT.replace(EXEC_START, exec_start), '/etc/systemd/system/MTProxy.service', 0o640)
+    sh(host.name, 'systemctl daemon-reload && systemctl restart MTProxy.service')
+    wait_port(host.name, 443)
+    manifest = json.loads(sh(host.name, 'cat %s/MTProxy/manifest.json' % STATE_DIR))
+    manifest.update(binary=link, binary_realpath=c_release, argv=argv)
+    manifest['unit'].update(exec_start=exec_start, exec_start_argv=argv)
+    put(host.name, json.dumps(manifest), '%s/MTProxy/manifest.json' % STATE_DIR, 0o600)
+
+    result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'method': 'symlink'})
+    assert not result.get('failed'), result.get('msg')
+    assert result['changed'] is True and result['argv_matches'] is True and result['dropin_path'] is None
+    assert result['previous_good'] == {'flavor': 'c', 'binary': link, 'link_target': c_release}
+    assert sh(host.name, 'readlink %s' % link).strip() == GO_BIN
+    assert cmdline(host.name, main_pid(host.name)) == script_form(argv)
+
+    back = host.module('mtproxy_switch', {'target': 'c', 'method': 'symlink'})
+    assert not back.get('failed'), back.get('msg')
+    assert back['changed'] is True and back['argv_matches'] is True
+    assert sh(host.name, 'readlink %s' % link).strip() == c_release
+    assert sh(host.name, 'ls -a /opt/MTProxy/bin').split() == ['.', '..', 'mtproto-proxy']

@@ -1,0 +1,381 @@
+"""Pure parts of the switch: ExecStart splitting, drop-in text, argv proof, state, redaction."""
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.mtproxy.cutover.plugins.module_utils import switch
+from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
+    SwitchError, argv_matches, explain_mismatch, expected_argv, render_dropin, split_program, transition)
+from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import (
+    CUTOVER_DROPIN, exec_start_from_unit_texts, parse_exec_command)
+
+SECRET = '00112233445566778899aabbccddeeff'
+GO = '/opt/MTProxy/releases/go-test/mtproto-proxy-go'
+C_ARGV = ['/opt/MTProxy/mtproto-proxy', '-u', 'nobody', '-p', '8888', '-H', '443', '-S', SECRET,
+          '--aes-pwd', 'proxy-secret', 'proxy-multi.conf', '-M', '1']
+EXEC_START = '/opt/MTProxy/mtproto-proxy -u nobody -p 8888 -H 443 -S %s --aes-pwd proxy-secret proxy-multi.conf -M 1' \
+    % SECRET
+
+
+def manifest(**overrides):
+    data = {
+        'service': 'MTProxy', 'unit_name': 'MTProxy.service', 'binary': C_ARGV[0],
+        'binary_realpath': C_ARGV[0], 'argv': list(C_ARGV), 'stats_port': 8888, 'client_ports': [443],
+        'unit': {'fragment_path': '/lib/systemd/system/MTProxy.service', 'exec_start': EXEC_START,
+                 'exec_start_argv': list(C_ARGV), 'working_directory': '/opt/MTProxy'},
+    }
+    data.update(overrides)
+    return data
+
+
+# --- ExecStart splitting and the drop-in -------------------------------------------------------
+
+@pytest.mark.parametrize('text,expected', [
+    (EXEC_START, ('', '/opt/MTProxy/mtproto-proxy', EXEC_START[len('/opt/MTProxy/mtproto-proxy'):])),
+    ('-/usr/bin/x  -a  b', ('-', '/usr/bin/x', '  -a  b')),
+    ('ExecStart=+/usr/bin/x -a', ('+', '/usr/bin/x', ' -a')),
+    ('"/opt/my dir/x" -a', ('', '/opt/my dir/x', ' -a')),
+    ('/usr/bin/x', ('', '/usr/bin/x', '')),
+])
+def test_split_program_keeps_rest_byte_identical(text, expected):
+    assert split_program(text) == expected
+
+
+def test_split_program_rejects_empty():
+    with pytest.raises(SwitchError):
+        split_program('-')
+
+
+def test_render_dropin_resets_execstart_and_keeps_the_rest():
+    text = render_dropin('-' + EXEC_START + '  -c 512', GO)
+    lines = text.splitlines()
+    assert lines[0].startswith('#') and 'mtproxy.cutover' in lines[0]
+    assert any('returns the service to the C binary' in line for line in lines if line.startswith('#'))
+    assert lines[-3:] == ['[Service]', 'ExecStart=', 'ExecStart=-' + GO + EXEC_START[len(C_ARGV[0]):] + '  -c 512']
+
+
+def test_rendered_dropin_is_what_systemd_would_run():
+    vendor = '[Unit]\nDescription=MTProxy\n[Service]\nWorkingDirectory=/opt/MTProxy\nExecStart=%s\n' % EXEC_START
+    dropin = render_dropin(EXEC_START, GO)
+    effective = exec_start_from_unit_texts([('/lib/systemd/system/MTProxy.service', vendor),
+                                            ('/etc/systemd/system/MTProxy.service.d/' + CUTOVER_DROPIN, dropin)])
+    assert parse_exec_command(effective)['argv'] == [GO] + C_ARGV[1:]
+
+
+def test_render_dropin_escapes_percent_dollar_and_quotes_blanks():
+    line = render_dropin(EXEC_START, '/opt/go 100%/$x').splitlines()[-1]
+    assert line.startswith('ExecStart="/opt/go 100%%/$$x" -u nobody')
+    assert parse_exec_command(line[len('ExecStart='):])['argv'][0] == '/opt/go 100%/$x'
+
+
+@pytest.mark.parametrize('binary', ['relative/go', '/opt/go"x', '/opt/go\\x'])
+def test_render_dropin_refuses_unsafe_binary(binary):
+    with pytest.raises(SwitchError):
+        render_dropin(EXEC_START, binary)
+
+
+def test_render_dropin_refuses_explicit_argv0():
+    with pytest.raises(SwitchError, match='@'):
+        render_dropin('@/opt/MTProxy/mtproto-proxy mtproxy -p 1', GO)
+
+
+def test_dropin_file_mode_follows_fragment_and_half_written_files_are_removed(tmp_path):
+    fragment = tmp_path / 'MTProxy.service'
+    fragment.write_text('[Service]\n')
+    fragment.chmod(0o640)
+    path = switch.dropin_path('MTProxy.service', str(tmp_path / 'etc'))
+    assert path.endswith('/MTProxy.service.d/' + CUTOVER_DROPIN)
+    switch.write_dropin(path, render_dropin(EXEC_START, GO), switch.fragment_mode(str(fragment)))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert switch.fragment_mode(str(tmp_path / 'missing')) == 0o600
+    leftover = os.path.join(os.path.dirname(path), '.%s.tmp.99' % CUTOVER_DROPIN)
+    with open(leftover, 'w') as handle:
+        handle.write('[Service]\nExecSt')
+    assert switch.remove_dropin(path) is True
+    assert os.listdir(os.path.dirname(path)) == []
+    assert switch.remove_dropin(path) is False
+
+
+def test_flip_symlink_replaces_link_atomically(tmp_path):
+    old = tmp_path / 'c'
+    new = tmp_path / 'go'
+    old.write_text('c')
+    new.write_text('go')
+    link = tmp_path / 'current'
+    os.symlink(str(old), str(link))
+    switch.flip_symlink(str(link), str(new))
+    assert os.readlink(str(link)) == str(new)
+    assert sorted(os.listdir(str(tmp_path))) == ['c', 'current', 'go']
+
+
+def test_symlink_method_needs_a_symlink(tmp_path):
+    binary = tmp_path / 'mtproto-proxy'
+    binary.write_text('')
+    exec_start = '%s -p 1 -H 2' % binary
+    data = manifest(unit={'exec_start': exec_start}, binary=str(binary))
+    with pytest.raises(SwitchError, match='to be a symlink'):
+        switch.plan_pointing(data, None, 'go', GO, 'symlink')
+
+
+# --- argv proof ---------------------------------------------------------------------------------
+
+def test_expected_argv_replaces_only_the_program_for_go():
+    assert expected_argv(manifest(), 'go', GO, 'dropin') == [GO] + C_ARGV[1:]
+    assert expected_argv(manifest(), 'c', C_ARGV[0], 'dropin') == C_ARGV
+    assert expected_argv(manifest(), 'go', GO, 'symlink') == C_ARGV
+
+
+def test_argv_matches_exact_and_rejects_any_difference():
+    assert argv_matches(C_ARGV, C_ARGV)
+    assert not argv_matches([GO] + C_ARGV[1:], C_ARGV)
+    assert not argv_matches(C_ARGV + ['-c', '512'], C_ARGV)
+    assert not argv_matches(C_ARGV[:-1] + ['2'], C_ARGV)
+
+
+def test_argv_matches_script_forms():
+    expected = [GO] + C_ARGV[1:]
+    direct = ['/usr/bin/python3', GO] + C_ARGV[1:]
+    assert argv_matches(direct, expected, GO, ['/usr/bin/python3'])
+    assert argv_matches(['python3', GO] + C_ARGV[1:], expected, GO, ['/usr/bin/env', 'python3'])
+    assert not argv_matches(direct, expected, GO, None)
+    assert not argv_matches(['/usr/bin/python3', '/other'] + C_ARGV[1:], expected, GO, ['/usr/bin/python3'])
+
+
+def test_read_shebang(tmp_path):
+    script = tmp_path / 's'
+    script.write_text('#!/usr/bin/env python3\nprint(1)\n')
+    assert switch.read_shebang(str(script)) == ['/usr/bin/env', 'python3']
+    binary = tmp_path / 'b'
+    binary.write_bytes(b'\x7fELF\x02\x01')
+    assert switch.read_shebang(str(binary)) is None
+    assert switch.read_shebang(str(tmp_path / 'missing')) is None
+
+
+def test_explain_mismatch_names_position_and_never_the_secret():
+    live = list(C_ARGV)
+    live[4] = '9999'
+    text = explain_mismatch(live, C_ARGV, [SECRET])
+    assert 'position 4' in text and '9999' in text
+    other = list(C_ARGV)
+    other[8] = SECRET.upper()[:-1] + 'X'
+    text = explain_mismatch(other, C_ARGV, [SECRET])
+    assert SECRET not in text.lower() and SECRET.upper()[:-1] not in text
+    assert 'position 8' in text and 'secret' in text
+
+
+def test_read_cmdline_of_a_live_process():
+    with open('/proc/self/cmdline', 'rb') as handle:
+        own = handle.read().rstrip(b'\x00').decode().split('\x00')
+    assert switch.read_cmdline(os.getpid()) == own
+    assert switch.read_cmdline(2 ** 22 + 1) is None
+    assert switch.pid_alive(os.getpid()) and not switch.pid_alive(0)
+
+
+# --- state ----------------------------------------------------------------------------------------
+
+def test_transition_to_go_records_c_as_previous_good_and_history():
+    state = transition(None, manifest(), 'go', GO, 'dropin', {'stop_ms': 1.0}, 'T1')
+    assert state['schema'] == 1 and state['current'] == 'go' and state['binary'] == GO
+    assert state['previous_good'] == {'flavor': 'c', 'binary': C_ARGV[0]}
+    assert state['history'] == [{'at': 'T1', 'from': None, 'to': 'go', 'binary': GO, 'method': 'dropin',
+                                 'result': 'ok', 'timings': {'stop_ms': 1.0}}]
+    back = transition(state, manifest(), 'c', C_ARGV[0], 'dropin', None, 'T2')
+    assert back['current'] == 'c' and back['binary'] == C_ARGV[0]
+    assert back['previous_good'] == state['previous_good']
+    assert [h['to'] for h in back['history']] == ['go', 'c'] and back['history'][1]['from'] == 'go'
+    assert state['history'] and len(state['history']) == 1  # input not mutated
+
+
+def test_transition_history_is_bounded_and_symlink_keeps_link_target():
+    state = None
+    for index in range(switch.HISTORY_LIMIT + 5):
+        state = transition(state, manifest(), 'go' if index % 2 else 'c', GO, 'symlink', None, str(index),
+                           extra_previous={'link_target': '/opt/rel/c'})
+    assert len(state['history']) == switch.HISTORY_LIMIT
+    assert state['history'][-1]['at'] == str(switch.HISTORY_LIMIT + 4)
+    assert state['previous_good']['link_target'] == '/opt/rel/c'
+
+
+def test_state_agrees():
+    state = transition(None, manifest(), 'go', GO, 'dropin', None, 'T')
+    assert switch.state_agrees(state, 'go', GO, 'dropin')
+    assert not switch.state_agrees(state, 'go', GO + '2', 'dropin')
+    assert not switch.state_agrees(state, 'c', GO, 'dropin')
+    assert not switch.state_agrees(None, 'c', C_ARGV[0], 'dropin')
+
+
+def test_state_file_is_private_and_round_trips(tmp_path):
+    state = transition(None, manifest(), 'go', GO, 'dropin', None, 'T')
+    switch.save_state(str(tmp_path), 'MTProxy', state)
+    path = tmp_path / 'MTProxy' / switch.STATE_FILE
+    assert stat.S_IMODE(os.stat(str(path)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(str(tmp_path / 'MTProxy')).st_mode) == 0o700
+    assert switch.load_state(str(tmp_path), 'MTProxy') == state
+    path.write_text(json.dumps({'schema': 7}))
+    with pytest.raises(SwitchError, match='schema'):
+        switch.load_state(str(tmp_path), 'MTProxy')
+    assert switch.load_state(str(tmp_path), 'Other') is None
+
+
+def test_missing_manifest_says_to_freeze(tmp_path):
+    with pytest.raises(SwitchError, match='mtproxy_freeze'):
+        switch.load_manifest(str(tmp_path), 'MTProxy')
+
+
+# --- redaction of diffs and journal ------------------------------------------------------------------
+
+def test_dropin_diff_is_redacted():
+    pointing = switch.Pointing('dropin', '/etc/x.conf', None, render_dropin(EXEC_START, GO))
+    diff = pointing.diff([SECRET])
+    assert SECRET not in json.dumps(diff)
+    assert '<redacted>' in diff['after'] and GO in diff['after']
+    assert diff['before'] == '' and diff['before_header'].endswith('(absent)')
+
+
+def test_journal_tail_is_redacted(monkeypatch):
+    calls = []
+
+    def fake_run(argv, timeout=60):
+        calls.append(argv)
+        return 0, 'started with -S %s\nflag provided but not defined: -p\n' % SECRET.upper(), ''
+    monkeypatch.setattr(switch, 'run', fake_run)
+    lines = switch.journal_tail('MTProxy.service', 1700000000, secrets=[SECRET], settle=0)
+    assert lines == ['started with -S <redacted>', 'flag provided but not defined: -p']
+    assert calls[0][:3] == ['journalctl', '--no-pager', '-o'] and '--since' in calls[0] and '@1700000000' in calls[0]
+
+
+def test_describe_unit_state():
+    text = switch.describe_unit_state({'Id': 'MTProxy.service', 'ActiveState': 'failed', 'SubState': 'failed',
+                                       'Result': 'exit-code', 'ExecMainCode': '1', 'ExecMainStatus': '2'})
+    assert text == 'MTProxy.service is failed/failed, result exit-code, main process exited with status 2'
+
+
+# --- sockets -----------------------------------------------------------------------------------------
+
+def test_foreign_listeners_names_processes_outside_the_unit():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        assert switch.tcp_accepts(port)
+        assert switch.foreign_listeners(port, os.getpid()) == []
+        assert switch.foreign_listeners(port, other.pid) == [os.getpid()]
+    finally:
+        other.kill()
+        other.wait()
+        server.close()
+    assert not switch.tcp_accepts(port)
+
+
+# --- switch_service decisions without a real systemd ------------------------------------------------
+
+class FakeSystemd(object):
+    def __init__(self, props):
+        self.props = props
+        self.unit = 'MTProxy.service'
+
+    def show(self, *props):
+        return dict(self.props)
+
+    def main_pid(self):
+        return int(self.props.get('MainPID') or 0)
+
+    def daemon_reload(self):
+        raise AssertionError('daemon-reload must not run')
+
+
+def _host(tmp_path, monkeypatch, live_argv_tail):
+    """A manifest, a fake Go 'binary' (shell script) and a live process running it with the argv."""
+    go = tmp_path / 'go-proxy'
+    go.write_text('#!/bin/sh\nsleep 30\n')
+    go.chmod(0o755)
+    state_dir = tmp_path / 'state'
+    (state_dir / 'MTProxy').mkdir(parents=True)
+    (state_dir / 'MTProxy' / 'manifest.json').write_text(json.dumps(manifest()))
+    proc = subprocess.Popen([str(go)] + live_argv_tail)
+    props = {'ActiveState': 'active', 'MainPID': str(proc.pid), 'NeedDaemonReload': 'no'}
+    monkeypatch.setattr(switch, 'Systemd', lambda unit: FakeSystemd(props))
+
+    def no_run(*args, **kwargs):
+        raise AssertionError('nothing may be run: %r' % (args,))
+    monkeypatch.setattr(switch, 'run', no_run)
+    monkeypatch.setattr(switch, 'restart_measured', no_run)
+    return str(go), str(state_dir), proc
+
+
+def test_check_mode_reports_change_and_writes_nothing(tmp_path, monkeypatch):
+    go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:])
+    systemd_dir = tmp_path / 'etc'
+    try:
+        result = switch.switch_service('MTProxy', state_dir, 'go', go, check_mode=True, systemd_dir=str(systemd_dir))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result['changed'] is True and result['restarted'] is False
+    assert result['previous_good'] == {'flavor': 'c', 'binary': C_ARGV[0]}
+    assert SECRET not in json.dumps(result)
+    assert go in result['diff']['after']
+    assert not systemd_dir.exists()
+    assert sorted(os.listdir(os.path.join(state_dir, 'MTProxy'))) == ['manifest.json']
+
+
+def test_already_switched_is_a_no_op(tmp_path, monkeypatch):
+    go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:])
+    systemd_dir = tmp_path / 'etc'
+    path = switch.dropin_path('MTProxy.service', str(systemd_dir))
+    switch.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
+    switch.save_state(state_dir, 'MTProxy', transition(None, manifest(), 'go', go, 'dropin', None, 'T'))
+    try:
+        result = switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result['changed'] is False and result['argv_matches'] is True and result['restarted'] is False
+    assert result['timings'] is None and result['dropin_path'] == path
+
+
+def test_wrong_live_argv_forces_a_restart(tmp_path, monkeypatch):
+    go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:-1] + ['2'])
+    systemd_dir = tmp_path / 'etc'
+    path = switch.dropin_path('MTProxy.service', str(systemd_dir))
+    switch.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
+    switch.save_state(state_dir, 'MTProxy', transition(None, manifest(), 'go', go, 'dropin', None, 'T'))
+    try:
+        with pytest.raises(AssertionError, match='daemon-reload|nothing may be run'):
+            switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
+    go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:])
+    systemd_dir = tmp_path / 'etc'
+    switch.write_dropin(switch.dropin_path('MTProxy.service', str(systemd_dir)), render_dropin(EXEC_START, go), 0o600)
+    try:
+        result = switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert result['changed'] is True and result['restarted'] is False
+    state = switch.load_state(state_dir, 'MTProxy')
+    assert state['current'] == 'go' and state['history'][-1]['result'] == 'recorded'
+
+
+def test_frozen_argv_drops_the_interpreter_of_a_frozen_script(tmp_path):
+    script = tmp_path / 'mtproto-proxy'
+    script.write_text('#!/usr/bin/env python3\n')
+    exec_start = '%s -p 8888 -H 443' % script
+    recorded = ['python3', str(script), '-p', '8888', '-H', '443']
+    data = manifest(argv=recorded, binary='python3', unit={'exec_start': exec_start})
+    assert switch.frozen_argv(data) == [str(script), '-p', '8888', '-H', '443']
+    assert expected_argv(data, 'go', GO, 'dropin') == [GO, '-p', '8888', '-H', '443']
+    plain = manifest(unit={'exec_start': exec_start})
+    assert switch.frozen_argv(plain) == C_ARGV
