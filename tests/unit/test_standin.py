@@ -1,0 +1,692 @@
+"""The MTProxy stand-in, run for real on 127.0.0.1, checked against the captures of the real binaries."""
+import http.client
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STANDIN_DIR = os.path.join(os.path.dirname(HERE), "standin")
+STANDIN = os.path.join(STANDIN_DIR, "mtproxy_standin.py")
+TESTCLIENT = os.path.join(STANDIN_DIR, "mtproxy_testclient.py")
+FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures", "real-stats")
+SECRET = "00112233445566778899aabbccddeeff"
+BACKEND_CONF = (
+    "proxy_for 1 127.0.0.1:18991;\nproxy_for -1 127.0.0.1:18991;\n"
+    "proxy_for 2 127.0.0.1:18992;\nproxy_for -2 127.0.0.1:18992;\ndefault 2;\n"
+)
+CHANGED_CONF = BACKEND_CONF + "proxy_for 3 127.0.0.1:18993;\n"
+BROKEN_CONF = "proxy_for 1 127.0.0.1:18991;\nproxy_for -1 127.0.0.1:18991\nproxy_for 2 127.0.0.1:18992;\n"
+GO_CONFIG_KEYS = ["config_filename", "config_loaded_at", "config_size", "config_md5", "config_auth_clusters"]
+
+
+def load_module():
+    spec = importlib.util.spec_from_file_location("mtproxy_standin", STANDIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+standin = load_module()
+
+
+def fixture_text(name):
+    with open(os.path.join(FIXTURES, name)) as handle:
+        return handle.read()
+
+
+def fixture_keys(name):
+    return [line.split("\t", 1)[0] for line in fixture_text(name).splitlines()]
+
+
+def fixture_header_names(name):
+    return [line.split(":", 1)[0] for line in fixture_text(name).splitlines()[1:] if line]
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def wait_for(predicate, timeout=5.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            return value
+        time.sleep(step)
+
+
+def parse_body(body):
+    pairs = [line.split("\t", 1) for line in body.splitlines()]
+    return [(p[0], p[1] if len(p) > 1 else None) for p in pairs]
+
+
+def fetch(port, path="/stats", source=None, timeout=3.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheaders(), resp.read().decode()
+    finally:
+        conn.close()
+
+
+def stats(port):
+    status, _headers, body = fetch(port)
+    assert status == 200
+    return dict(parse_body(body))
+
+
+def try_stats(port):
+    try:
+        return stats(port)
+    except (OSError, AssertionError, http.client.HTTPException):
+        return None
+
+
+def refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def run_client(port, *args):
+    out = subprocess.run([sys.executable, TESTCLIENT, "--port", str(port)] + list(args),
+                         stdout=subprocess.PIPE, timeout=60, check=True)
+    return json.loads(out.stdout.decode())
+
+
+class Proxy(object):
+    """One stand-in process (its own session, so its workers are killed with it)."""
+
+    def __init__(self, binary, args, env):
+        self.binary = binary
+        self.err_path = binary + ".%d.stderr" % time.monotonic_ns()
+        self.out_path = self.err_path.replace(".stderr", ".stdout")
+        with open(self.err_path, "w") as err, open(self.out_path, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, binary] + list(args), stdout=out, stderr=err,
+                                         env=env, start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self):
+        with open(self.err_path) as handle:
+            return handle.read()
+
+    def stdout(self):
+        with open(self.out_path) as handle:
+            return handle.read()
+
+    def wait(self, timeout=10):
+        return self.proc.wait(timeout=timeout)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def children_of(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Lab(object):
+    def __init__(self, tmp_path):
+        self.dir = str(tmp_path)
+        for name in ("mtproto-proxy", "mtproto-proxy-go"):
+            path = os.path.join(self.dir, name)
+            shutil.copy(STANDIN, path)
+            os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+        self.conf = self.write("backend.conf", BACKEND_CONF)
+        self.aes = self.write("aes-pwd", "lab-aes-password\n")
+        self.faults_path = os.path.join(self.dir, "faults.json")
+        self.procs = []
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as handle:
+            handle.write(text)
+        return path
+
+    def faults(self, flavour, section):
+        tmp = self.faults_path + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump({flavour: section}, handle)
+        os.replace(tmp, self.faults_path)
+
+    def binary(self, flavour):
+        return os.path.join(self.dir, "mtproto-proxy-go" if flavour == "go" else "mtproto-proxy")
+
+    def args(self, stats_port, client_port, workers=None, extra=()):
+        args = ["-p", str(stats_port), "--http-stats", "-H", str(client_port), "-S", SECRET,
+                "--aes-pwd", "aes-pwd", "backend.conf"]
+        if workers is not None:
+            args += ["-M", str(workers)]
+        return args + ["-c", "512"] + list(extra)
+
+    def start(self, flavour, args):
+        env = dict(os.environ)
+        env["MTPROXY_STANDIN_FAULTS"] = self.faults_path
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        try:
+            proxy = Proxy(self.binary(flavour), args, env)
+        finally:
+            os.chdir(cwd)
+        self.procs.append(proxy)
+        return proxy
+
+    def serve(self, flavour, workers=None, extra=(), ready=True):
+        stats_port, client_port = free_port(), free_port()
+        proxy = self.start(flavour, self.args(stats_port, client_port, workers, extra))
+        proxy.stats_port, proxy.client_port = stats_port, client_port
+        if ready:
+            key = "has_current_config" if flavour == "go" else "pid"
+            got = wait_for(lambda: (try_stats(stats_port) or {}).get(key) in ("1",) if flavour == "go"
+                           else try_stats(stats_port))
+            assert got, proxy.stderr()
+        return proxy
+
+    def run(self, flavour, args, timeout=10):
+        proxy = self.start(flavour, args)
+        rc = proxy.wait(timeout)
+        return rc, proxy
+
+    def cleanup(self):
+        for proxy in self.procs:
+            proxy.kill()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    the_lab = Lab(tmp_path)
+    yield the_lab
+    the_lab.cleanup()
+
+
+# ---------------------------------------------------------------- command line (in-process)
+
+def test_parse_args_gnu_permutation_attached_values_and_double_dash():
+    opts, pos = standin.parse_args("x", ["-p8888", "backend.conf", "--http-ports=443,444", "-M", "2",
+                                         "-6v", "--verbosity=3", "--", "-not-an-option"], prefixes=True)
+    assert opts == [("port", "8888"), ("http-ports", "443,444"), ("slaves", "2"), ("ipv6", None),
+                    ("verbosity", None), ("verbosity", "3")]
+    assert pos == ["backend.conf", "-not-an-option"]
+    settings = standin.Settings(opts, ["backend.conf"])
+    assert (settings.stats_port, settings.http_ports, settings.workers) == (8888, [443, 444], 2)
+
+
+def test_parse_args_long_prefixes_only_for_c():
+    opts, _pos = standin.parse_args("x", ["--http-st", "--window=65536", "c.conf"], prefixes=True)
+    assert opts == [("http-stats", None), ("window-clamp", "65536")]
+    with pytest.raises(standin.OptionError) as err:
+        standin.parse_args("x", ["--http-st", "c.conf"], prefixes=False)
+    assert err.value.go_text == "unrecognized option --http-st"
+    with pytest.raises(standin.OptionError) as err:
+        standin.parse_args("/b", ["--max", "c.conf"], prefixes=True)
+    assert err.value.c_text.startswith("/b: option '--max' is ambiguous; possibilities: ")
+
+
+@pytest.mark.parametrize("args, c_text, go_text", [
+    (["--bogus=1"], "/b: unrecognized option '--bogus=1'", "unrecognized option --bogus"),
+    (["-Z"], "/b: invalid option -- 'Z'", "unrecognized option -Z"),
+    (["-p"], "/b: option requires an argument -- 'p'", "option -p requires an argument"),
+    (["--port"], "/b: option '--port' requires an argument", "option --port requires an argument"),
+    (["--http-stats=1"], "/b: option '--http-stats' doesn't allow an argument",
+     "option --http-stats doesn't allow an argument"),
+])
+def test_parse_args_errors_carry_both_flavours_texts(args, c_text, go_text):
+    with pytest.raises(standin.OptionError) as err:
+        standin.parse_args("/b", args, prefixes=True)
+    assert (err.value.c_text, err.value.go_text) == (c_text, go_text)
+
+
+def test_backend_config_parse_and_broken_texts(tmp_path):
+    good = tmp_path / "backend.conf"
+    good.write_text(BACKEND_CONF)
+    cfg = standin.parse_backend_config(str(good))
+    assert (cfg.size, len(cfg.clusters), len(cfg.targets), cfg.unique_targets, cfg.default_cluster) == (129, 4, 4, 2, 2)
+    bad = tmp_path / "bad-syntax.conf"
+    bad.write_text(BROKEN_CONF)
+    with pytest.raises(standin.ConfigError) as err:
+        standin.parse_backend_config(str(bad))
+    # same texts as the real binaries (tests/fixtures/real-stats/stderr/*bad-config*)
+    assert err.value.c_lines == ["%s:3: fatal: ; expected near  2 127.0.0.1:18992;" % bad]
+    assert err.value.go_text == 'invalid proxy_for directive: "proxy_for -1 127.0.0.1:18991\\nproxy_for 2 127.0.0.1:18992"'
+
+
+# ---------------------------------------------------------------- bad starts
+
+def real_text(name, real_binary, binary):
+    return fixture_text("stderr/" + name).replace(real_binary, binary)
+
+
+def test_c_unknown_flags_exit_2_with_real_messages(lab):
+    binary = lab.binary("c")
+    rc, proxy = lab.run("c", ["--bogus-flag"] + lab.args(free_port(), free_port(), 1))
+    assert rc == 2
+    lines = proxy.stderr().splitlines()
+    assert lines[0].endswith("local] Invoking engine " + standin.C_VERSION)
+    assert lines[1] == "%s: unrecognized option '--bogus-flag'" % binary
+    assert lines[2].endswith("local] Unrecognized option")
+    assert proxy.stdout() == real_text("c-unknown-flag.stdout.txt", "/opt/MTProxy/mtproto-proxy", binary)
+    rc, proxy = lab.run("c", ["-Z", "backend.conf"])
+    assert rc == 2 and "%s: invalid option -- 'Z'" % binary in proxy.stderr().splitlines()
+
+
+@pytest.mark.parametrize("fixture, args", [
+    ("go-unknown-flag.stderr.txt", ["--bogus-flag"]),
+    ("go-unknown-short-flag.stderr.txt", ["-Z"]),
+    ("go-bad-secret.stderr.txt", ["-S", "xyz", "backend.conf"]),
+    ("go-no-config.stderr.txt", ["-p", "1", "--http-stats"]),
+])
+def test_go_bad_command_lines_exit_2_with_real_text(lab, fixture, args):
+    rc, proxy = lab.run("go", args)
+    assert rc == 2
+    assert proxy.stderr() == real_text(fixture, "/opt/MTProxy/mtproto-proxy-go", lab.binary("go"))
+
+
+def test_c_bad_secret_and_no_config_exit_2_with_usage(lab):
+    for args in (["-S", "xyz", "backend.conf"], ["-p", "1"]):
+        rc, proxy = lab.run("c", args)
+        assert rc == 2
+        assert proxy.stdout() == real_text("c-no-config.stdout.txt", "/opt/MTProxy/mtproto-proxy", lab.binary("c"))
+    assert proxy.stderr().count("\n") == 1
+
+
+def strip_c_prefix(line):
+    return line.split(" local] ", 1)[1] if " local] " in line else line
+
+
+def test_missing_config_exits_1_in_both_flavours(lab):
+    args = ["-p", str(free_port()), "--http-stats", "-H", str(free_port()), "nonexistent.conf", "-M", "1"]
+    rc, proxy = lab.run("c", args)
+    assert rc == 1
+    assert [strip_c_prefix(l) for l in proxy.stderr().splitlines()[1:]] == [
+        "config_filename = 'nonexistent.conf'",
+        "cannot re-read config file nonexistent.conf: No such file or directory",
+        "config check failed! (code -1)"]
+    rc, proxy = lab.run("go", args)
+    assert rc == 1
+    err = proxy.stderr()
+    assert ("[worker 0] signal loop error: cannot re-read config file nonexistent.conf: open nonexistent.conf: "
+            "no such file or directory") in err
+    assert err.splitlines()[-1] == "supervisor error: worker 0 exited unexpectedly: exit status 1"
+
+
+def test_missing_aes_pwd_c_exits_go_runs(lab):
+    args = lambda: ["-p", str(free_port()), "--http-stats", "-H", str(free_port()), "--aes-pwd", "nope",
+                    "backend.conf"]
+    rc, proxy = lab.run("c", args())
+    assert rc == 1 and "fatal: cannot load secret definition file `nope'" in proxy.stderr()
+    go_args = args()
+    proxy = lab.start("go", go_args)
+    assert wait_for(lambda: (try_stats(int(go_args[1])) or {}).get("has_current_config") == "1")
+
+
+def test_busy_ports_as_measured(lab):
+    first = lab.serve("c", workers=None)
+    rc, proxy = lab.run("c", lab.args(free_port(), first.client_port))
+    assert rc == 1
+    assert [strip_c_prefix(l) for l in proxy.stderr().splitlines()[-2:]] == [
+        "bind(): Address already in use",
+        "cannot open http/tcp server socket at port %d: Invalid argument" % first.client_port]
+    rc, proxy = lab.run("go", lab.args(free_port(), first.client_port, 1))
+    assert rc == 1
+    assert proxy.stderr().splitlines()[-1] == "supervisor error: worker 0 exited unexpectedly: exit status 2"
+    rc, proxy = lab.run("c", lab.args(first.stats_port, free_port()))
+    assert rc == 1
+    assert strip_c_prefix(proxy.stderr().splitlines()[-1]) == (
+        "cannot open server socket at port %d: Invalid argument" % first.stats_port)
+    client_port = free_port()
+    go = lab.start("go", lab.args(first.stats_port, client_port))
+    assert wait_for(lambda: "(continuing without stats server)" in go.stderr())
+    assert wait_for(lambda: "runtime initialized" in go.stderr())
+    assert go.proc.poll() is None and not refuses(client_port)
+
+
+# ---------------------------------------------------------------- /stats format
+
+@pytest.mark.parametrize("flavour, workers, fixture", [
+    ("c", None, "c-noM-idle-start"), ("c", 1, "c-M1-idle-start"),
+    ("go", None, "go-noM-idle-start"), ("go", 1, "go-M1-idle-start"),
+])
+def test_stats_keys_and_headers_match_captures(lab, flavour, workers, fixture):
+    proxy = lab.serve(flavour, workers=workers)
+    status, headers, body = fetch(proxy.stats_port)
+    assert status == 200
+    assert [k for k, _v in parse_body(body)] == fixture_keys(fixture + ".txt")
+    assert [h[0] for h in headers] == fixture_header_names(fixture + ".headers.txt")
+    assert body.endswith("\n") and "\n\n" not in body
+    values = dict(parse_body(body))
+    real = dict(parse_body(fixture_text(fixture + ".txt")))
+    for key in ("config_size", "config_auth_clusters", "max_connections", "workers", "version",
+                "dataplane_session_limit", "router_targets", "router_default_cluster"):
+        if key in real:
+            assert values[key] == real[key], key
+    if flavour == "c":
+        assert values["pid"] == str(proxy.pid)
+        assert values["PID"].endswith(":%d:%d:%s]" % (proxy.stats_port, proxy.pid, values["start_time"]))
+        assert len(values["jobs_running"].split("  ")) == 4
+
+
+def test_go_reports_no_config_first_then_config(lab):
+    lab.faults("go", {"ready_delay_s": 1.5})
+    proxy = lab.serve("go", ready=False)
+    first = wait_for(lambda: try_stats(proxy.stats_port))
+    assert first["has_current_config"] == "0"
+    status, _headers, body = fetch(proxy.stats_port)
+    expected = [k for k in fixture_keys("go-noM-idle-start.txt") if k not in GO_CONFIG_KEYS]
+    assert [k for k, _v in parse_body(body)] == expected and len(expected) == 61
+    assert wait_for(lambda: (try_stats(proxy.stats_port) or {}).get("has_current_config") == "1")
+
+
+def test_c_answers_only_stats_path_from_loopback_peer(lab):
+    proxy = lab.serve("c")
+    for path, source in (("/", None), ("/metrics", None), ("/stats?x=1", None), ("/stats", "127.0.0.2")):
+        status, _headers, body = fetch(proxy.stats_port, path, source)
+        assert status == 404, (path, source)
+        assert body == standin.C_404_BODY and len(body) == 168
+    stats_port = free_port()
+    no_http_stats = lab.start("c", ["-p", str(stats_port), "-H", str(free_port()), "backend.conf"])
+    assert wait_for(lambda: not refuses(stats_port)), no_http_stats.stderr()
+    assert fetch(stats_port)[0] == 404
+
+
+def test_go_answers_stats_with_query_from_any_local_peer(lab):
+    proxy = lab.serve("go")
+    assert fetch(proxy.stats_port, "/stats?x=1", "127.0.0.2")[0] == 200
+    status, _headers, body = fetch(proxy.stats_port, "/")
+    assert (status, body) == (404, "404 page not found\n")
+
+
+# ---------------------------------------------------------------- counters move with real connections
+
+def test_c_without_workers_counts_accepts_twice_and_drops_packets(lab):
+    proxy = lab.serve("c")
+    before = stats(proxy.stats_port)
+    assert run_client(proxy.client_port, "--mode", "junk", "--count", "10")["connected"] == 10
+    assert run_client(proxy.client_port, "--mode", "obf", "--count", "5", "--packets", "2")["packets_sent"] == 10
+    after = wait_for(lambda: (lambda s: s if s["dropped_queries"] == "10" else None)(stats(proxy.stats_port)))
+    assert after, "dropped_queries did not reach 10"
+    accepted = int(after["inbound_connections_accepted"]) - int(before["inbound_connections_accepted"])
+    # 15 client connects x 2, plus 2 per /stats request after the first one
+    assert accepted == 2 * 15 + 2 * (int(after["http_queries"]) - int(before["http_queries"]))
+    assert after["mtproto_proxy_errors"] == "0"
+
+
+def test_c_with_workers_moves_no_accept_counter(lab):
+    proxy = lab.serve("c", workers=1)
+    before = stats(proxy.stats_port)
+    run_client(proxy.client_port, "--mode", "junk", "--count", "10")
+    run_client(proxy.client_port, "--mode", "obf", "--count", "3", "--packets", "2")
+    after = wait_for(lambda: (lambda s: s if s["dropped_queries"] == "6" else None)(stats(proxy.stats_port)))
+    assert after
+    stats_requests = int(after["http_queries"]) - int(before["http_queries"])
+    assert int(after["inbound_connections_accepted"]) - int(before["inbound_connections_accepted"]) == 2 * stats_requests
+
+
+def test_held_connections_show_as_active_clients(lab):
+    for flavour, key in (("c", "total_special_connections"), ("go", "ingress_active_connections")):
+        proxy = lab.serve(flavour)
+        holder = subprocess.Popen([sys.executable, TESTCLIENT, "--port", str(proxy.client_port), "--mode", "held",
+                                   "--count", "4", "--hold-seconds", "3", "--max-seconds", "10"],
+                                  stdout=subprocess.DEVNULL)
+        try:
+            assert wait_for(lambda: stats(proxy.stats_port)[key] == "4"), flavour
+        finally:
+            holder.terminate()
+            holder.wait(timeout=10)
+        assert wait_for(lambda: stats(proxy.stats_port)[key] == "0"), flavour
+
+
+def test_go_counts_invalid_handshakes_and_dropped_packets(lab):
+    proxy = lab.serve("go")
+    run_client(proxy.client_port, "--mode", "junk", "--count", "10")
+    run_client(proxy.client_port, "--mode", "obf", "--count", "5", "--packets", "2")
+    after = wait_for(lambda: (lambda s: s if s["ingress_closed_connections"] == "15" else None)(stats(proxy.stats_port)))
+    assert after
+    assert after["ingress_accepted_connections"] == "15"
+    assert after["ingress_invalid_frames"] == "10"
+    assert after["dataplane_packets_dropped"] == "10"
+    assert int(after["forward_failed"]) + int(after["forward_successful"]) == int(after["forward_total"]) == 10
+    assert int(after["ingress_frames_failed"]) == 10 + 10
+
+
+# ---------------------------------------------------------------- signals
+
+@pytest.mark.parametrize("flavour, workers", [("c", None), ("c", 2), ("go", None), ("go", 1)])
+def test_sigterm_exits_0_and_takes_workers_along(lab, flavour, workers):
+    proxy = lab.serve(flavour, workers=workers)
+    kids = children_of(proxy.pid)
+    assert len(kids) == (workers or 0)
+    proxy.signal(signal.SIGTERM)
+    assert proxy.wait() == 0
+    assert wait_for(lambda: not any(alive(k) for k in kids))
+    assert proxy.stderr().rstrip().splitlines()[-1].endswith(
+        "stopped" if workers and flavour == "go" else "Terminated by SIGTERM.")
+
+
+def test_go_workers_are_supervised_with_same_argv(lab):
+    proxy = lab.serve("go", workers=2)
+    kids = sorted(children_of(proxy.pid))
+    assert len(kids) == 2
+    with open("/proc/%d/cmdline" % proxy.pid, "rb") as handle:
+        master_argv = handle.read()
+    for wid, kid in enumerate(kids):
+        with open("/proc/%d/cmdline" % kid, "rb") as handle:
+            assert handle.read() == master_argv
+        with open("/proc/%d/environ" % kid, "rb") as handle:
+            env = handle.read().split(b"\0")
+        assert b"MTPROXY_GO_SUPERVISED_WORKER=1" in env
+        assert ("MTPROXY_GO_SUPERVISOR_PID=%d" % proxy.pid).encode() in env
+
+
+def hold_clients(port, count, seconds):
+    return subprocess.Popen([sys.executable, TESTCLIENT, "--port", str(port), "--mode", "held", "--count",
+                             str(count), "--hold-seconds", str(seconds), "--max-seconds", str(seconds)],
+                            stdout=subprocess.DEVNULL)
+
+
+def test_go_with_open_clients_closes_listeners_at_once_and_exits_after_the_drain(lab):
+    proxy = lab.serve("go")
+    holder = hold_clients(proxy.client_port, 3, 20)
+    try:
+        assert wait_for(lambda: stats(proxy.stats_port)["ingress_active_connections"] == "3")
+        sent = time.monotonic()
+        proxy.signal(signal.SIGTERM)
+        assert wait_for(lambda: refuses(proxy.client_port) and refuses(proxy.stats_port))
+        assert proxy.proc.poll() is None
+        assert proxy.wait() == 0
+        print("go stop with 3 open clients took %.2f s (real binary: ~2.02 s)" % (time.monotonic() - sent))
+    finally:
+        holder.terminate()
+        holder.wait(timeout=10)
+    assert proxy.stderr().splitlines()[-2:] == [
+        "Terminated by SIGTERM.", "ingress server shutdown error: context deadline exceeded"]
+
+
+def test_go_stop_waits_for_clients_to_leave(lab):
+    lab.faults("go", {"drain_s": 30})
+    proxy = lab.serve("go")
+    holder = hold_clients(proxy.client_port, 2, 20)
+    try:
+        assert wait_for(lambda: stats(proxy.stats_port)["ingress_active_connections"] == "2")
+        proxy.signal(signal.SIGTERM)
+        assert wait_for(lambda: refuses(proxy.client_port))
+        time.sleep(0.5)
+        assert proxy.proc.poll() is None, "exited while its clients were still connected"
+    finally:
+        holder.terminate()
+        holder.wait(timeout=10)
+    assert proxy.wait() == 0
+    assert "context deadline exceeded" not in proxy.stderr()
+
+
+def test_sighup_reloads_go_only(lab):
+    go = lab.serve("go")
+    c = lab.serve("c")
+    first = stats(go.stats_port)
+    c_first = stats(c.stats_port)
+    lab.write("backend.conf", CHANGED_CONF)
+    go.signal(signal.SIGHUP)
+    c.signal(signal.SIGHUP)
+    changed = wait_for(lambda: (lambda s: s if s["config_check_calls"] == "2" else None)(stats(go.stats_port)))
+    assert changed and changed["config_size"] == "158" and changed["config_auth_clusters"] == "5"
+    assert changed["config_md5"] != first["config_md5"] and changed["config_reload_success"] == "2"
+    assert wait_for(lambda: "received signal 01" in c.stderr())
+    assert stats(c.stats_port)["config_md5"] == c_first["config_md5"]
+    lab.write("backend.conf", BROKEN_CONF)
+    go.signal(signal.SIGHUP)
+    broken = wait_for(lambda: (lambda s: s if s["config_check_calls"] == "3" else None)(stats(go.stats_port)))
+    assert broken["config_reload_success"] == "2" and broken["config_md5"] == changed["config_md5"]
+    assert broken["config_reload_last_error"].startswith("invalid proxy_for directive: ")
+    assert "configuration reload failed: invalid proxy_for directive" in go.stderr()
+
+
+def test_c_sigint_with_workers_kills_them(lab):
+    proxy = lab.serve("c", workers=1)
+    kids = children_of(proxy.pid)
+    proxy.signal(signal.SIGINT)
+    assert proxy.wait() == 0
+    assert strip_c_prefix(proxy.stderr().splitlines()[-2]) == "WARNING: 1 children unfinished --> they are now killed"
+    assert wait_for(lambda: not any(alive(k) for k in kids))
+
+
+# ---------------------------------------------------------------- fault injection
+
+def test_fault_fail_at_start(lab):
+    lab.faults("c", {"fail_at_start": {"message": "injected failure", "exit_code": 3}})
+    rc, proxy = lab.run("c", lab.args(free_port(), free_port()))
+    assert rc == 3 and strip_c_prefix(proxy.stderr().splitlines()[-1]) == "injected failure"
+    lab.faults("go", {"fail_at_start": "injected failure"})
+    rc, proxy = lab.run("go", lab.args(free_port(), free_port(), 1))
+    assert rc == 1 and proxy.stderr() == "injected failure\n"
+
+
+def test_fault_reject_flags_like_later_go_snapshot(lab):
+    lab.faults("go", {"reject_flags": ["-p", "-c"]})
+    rc, proxy = lab.run("go", lab.args(free_port(), free_port(), 1))
+    assert rc == 2
+    assert proxy.stderr() == real_text("gonew-exact-C-flags-M1.stderr.txt", "/opt/MTProxy/mtproto-proxy-go-new",
+                                       lab.binary("go"))
+
+
+def test_fault_ready_delay_keeps_c_stats_closed(lab):
+    lab.faults("c", {"ready_delay_s": 1.0})
+    proxy = lab.serve("c", ready=False)
+    assert wait_for(lambda: not refuses(proxy.client_port))
+    assert refuses(proxy.stats_port)
+    assert wait_for(lambda: try_stats(proxy.stats_port))
+
+
+@pytest.mark.parametrize("section, expected_rc", [
+    ({"crash_after_s": 0.3}, 1),
+    ({"crash_after_s": 0.3, "crash_signal": "SIGABRT"}, -signal.SIGABRT),
+])
+def test_fault_crash_after(lab, section, expected_rc):
+    lab.faults("c", section)
+    proxy = lab.serve("c", ready=False)
+    assert proxy.wait() == expected_rc
+
+
+def test_fault_crash_of_go_worker_fails_supervisor(lab):
+    lab.faults("go", {"crash_after_s": 0.8})
+    proxy = lab.serve("go", workers=1)
+    assert proxy.wait() == 1
+    assert proxy.stderr().splitlines()[-1] == "supervisor error: worker 0 exited unexpectedly: exit status 1"
+
+
+@pytest.mark.parametrize("flavour, key", [("go", "ingress_invalid_frames"), ("c", "dropped_queries")])
+def test_fault_error_rate_raises_counter_without_traffic(lab, flavour, key):
+    proxy = lab.serve(flavour)
+    assert stats(proxy.stats_port)[key] == "0"
+    lab.faults(flavour, {"error_rate": {key: 40, "no_such_key": 5}})
+    assert wait_for(lambda: int(stats(proxy.stats_port)[key]) >= 10)
+    lab.faults(flavour, {})
+    time.sleep(0.7)
+    frozen = stats(proxy.stats_port)[key]
+    time.sleep(0.3)
+    assert stats(proxy.stats_port)[key] == frozen
+
+
+def test_fault_stats_hang_then_recovers(lab):
+    proxy = lab.serve("go")
+    lab.faults("go", {"stats_hang": True})
+    with pytest.raises(socket.timeout):
+        fetch(proxy.stats_port, timeout=1.0)
+    lab.faults("go", {})
+    assert wait_for(lambda: try_stats(proxy.stats_port))
+
+
+def test_fault_stats_garbage(lab):
+    proxy = lab.serve("c")
+    lab.faults("c", {"stats_garbage": "not stats at all"})
+    assert wait_for(lambda: fetch(proxy.stats_port)[2] == "not stats at all")
+    status, _headers, _body = fetch(proxy.stats_port)
+    assert status == 200
+
+
+def test_fault_ignore_sigterm(lab):
+    lab.faults("go", {"ignore_sigterm": True})
+    proxy = lab.serve("go", workers=1)
+    proxy.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proxy.proc.poll() is None and try_stats(proxy.stats_port)
+    proxy.kill()
+    assert proxy.proc.returncode == -signal.SIGKILL
+
+
+def test_fault_exit_delay_keeps_serving_then_exits_0(lab):
+    lab.faults("c", {"exit_delay_s": 3})
+    proxy = lab.serve("c")
+    proxy.signal(signal.SIGTERM)
+    assert wait_for(lambda: "SIGTERM handled." in proxy.stderr())
+    assert try_stats(proxy.stats_port), "stopped serving during exit_delay_s"
+    assert proxy.wait() == 0
