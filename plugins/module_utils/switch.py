@@ -765,7 +765,8 @@ def switch_service(service, state_dir, target, binary=None, method='dropin', lis
                    'target=c. Last journal lines of %s:\n%s' % (
                        systemd.unit, target, binary, redact_text(failure, secrets), target, systemd.unit,
                        '\n'.join(journal) or '(journal empty)'))
-        details = dict(result, journal=journal)
-        details['changed'] = True  # the unit was repointed and restarted even though the new binary failed
+        details = dict(result)
+        # The unit was repointed and restarted even though the new binary failed.
+        details.update(journal=journal, changed=True)
         raise SwitchError(message, **details)
     return result

@@ -65,13 +65,15 @@ options:
         or got a V(fail) verdict, else V(success).
     type: str
     choices: [success, failed]
-extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  reason:
+    description: Why the run failed, when it failed before any host had a record (for example in preflight).
+    type: str
 attributes:
   check_mode:
+    description: In check mode the report is built and returned but nothing is written.
     support: full
-    details: In check mode the report is built and returned but not written.
   diff_mode:
+    description: Reports are artifacts of the run, not managed state; there is no diff.
     support: none
 """
 

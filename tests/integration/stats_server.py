@@ -73,7 +73,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 conn.sendall(body[i:i + 1])
         elif fault == 'stream':
             filler = b'x' * 65536
-            for _ in range(step['stream_bytes'] // len(filler)):
+            for _chunk in range(step['stream_bytes'] // len(filler)):
                 if stop_event.is_set():
                     return
                 conn.sendall(filler)

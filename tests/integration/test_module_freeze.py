@@ -81,7 +81,7 @@ WantedBy=multi-user.target
 def _docker_ok():
     if not shutil.which("docker"):
         return "docker CLI not found"
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
     return None if probe.returncode == 0 else "docker engine not reachable"
 
 
@@ -102,7 +102,7 @@ class Host(object):
 
     def sh(self, script, check=True, timeout=60):
         proc = subprocess.run(["docker", "exec", self.name, "bash", "-c", script],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
         if check and proc.returncode != 0:
             raise AssertionError("in %s: %s\nrc=%d\n%s%s" % (self.name, script, proc.returncode, proc.stdout, proc.stderr))
         return proc.stdout
@@ -124,7 +124,7 @@ class Host(object):
         env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                    ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_HOST_KEY_CHECKING="0",
                    ANSIBLE_NOCOLOR="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, check=False)
         try:
             doc = json.loads(proc.stdout)
         except ValueError:
@@ -155,12 +155,12 @@ def host():
     if not _ansible_bin():
         pytest.skip("ansible not installed")
     build = subprocess.run([os.path.join(REPO_ROOT, "tests", "hosts", "build-image.sh")],
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900, check=False)
     if build.returncode != 0:
         pytest.skip("test-host image could not be built: %s" % build.stderr[-500:])
     image = build.stdout.strip().splitlines()[-1]
     name = "mtproxy-freeze-it-%d" % os.getpid()
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
     subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--cap-add", "SYS_ADMIN",
                     "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
                     "--tmpfs", "/run/lock", "--tmpfs", "/tmp", "--security-opt", "seccomp=unconfined", image],
@@ -182,7 +182,7 @@ def host():
         box.restart_proxy()
         yield box
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=120)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=120, check=False)
 
 
 def assert_no_secret(text):

@@ -25,7 +25,7 @@ def run_module(module, args, tmp_path, check=False):
     if check:
         cmd.append('--check')
     env.pop('ANSIBLE_STDOUT_CALLBACK', None)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     # Ad-hoc output is 'localhost | SUCCESS => {json}' or 'localhost | FAILED! => {json}'.
     head, sep, payload = proc.stdout.partition(' => ')
     assert sep, 'unexpected ansible output: %s %s' % (proc.stdout[-2000:], proc.stderr[-2000:])

@@ -51,7 +51,7 @@ def _docker_usable():
     if not shutil.which('docker'):
         return 'docker CLI not installed'
     try:
-        probe = subprocess.run(['docker', 'info'], capture_output=True, timeout=30)
+        probe = subprocess.run(['docker', 'info'], capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return 'docker info failed: %s' % exc
     if probe.returncode != 0:
@@ -62,7 +62,7 @@ def _docker_usable():
 
 
 def sh(name, script, check=True, timeout=120):
-    proc = subprocess.run(['docker', 'exec', name, 'sh', '-c', script], capture_output=True, timeout=timeout)
+    proc = subprocess.run(['docker', 'exec', name, 'sh', '-c', script], capture_output=True, timeout=timeout, check=False)
     out = proc.stdout.decode(errors='replace')
     if check and proc.returncode != 0:
         raise AssertionError('%s failed (%d): %s %s' % (script, proc.returncode, out,
@@ -86,7 +86,7 @@ def main_pid(name):
 
 
 def cmdline(name, pid):
-    raw = subprocess.run(['docker', 'exec', name, 'cat', '/proc/%d/cmdline' % pid], capture_output=True).stdout
+    raw = subprocess.run(['docker', 'exec', name, 'cat', '/proc/%d/cmdline' % pid], capture_output=True, check=False).stdout
     return raw.rstrip(b'\0').decode().split('\0')
 
 
@@ -127,7 +127,7 @@ class Host(object):
             cmd.append('--check')
         if diff:
             cmd.append('--diff')
-        proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300)
+        proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300, check=False)
         out = proc.stdout.decode(errors='replace')
         try:
             report = json.loads(out[out.index('{'):])
@@ -144,7 +144,7 @@ def host():
     reason = _docker_usable()
     if reason:
         pytest.skip(reason)
-    build = subprocess.run([BUILD_IMAGE], capture_output=True, timeout=900)
+    build = subprocess.run([BUILD_IMAGE], capture_output=True, timeout=900, check=False)
     if build.returncode != 0:
         pytest.skip('test-host image cannot be built: %s' % build.stderr.decode(errors='replace')[-300:])
     image = build.stdout.decode().strip().splitlines()[-1]
@@ -160,7 +160,7 @@ def host():
         _install(name)
         yield Host(name, workdir)
     finally:
-        subprocess.run(['docker', 'rm', '-f', name], capture_output=True, timeout=120)
+        subprocess.run(['docker', 'rm', '-f', name], capture_output=True, timeout=120, check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

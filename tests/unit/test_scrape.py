@@ -64,52 +64,52 @@ def test_refused():
 
 
 def test_slow_server_times_out():
-    result, _ = fetch_one({'body': capture('go-M1-idle-start.txt'), 'delay': 3}, timeout=0.3)
+    result = fetch_one({'body': capture('go-M1-idle-start.txt'), 'delay': 3}, timeout=0.3)[0]
     assert result.error == 'timeout'
 
 
 def test_trickling_server_hits_the_total_deadline():
     # Every byte arrives well within the timeout; only a deadline over the whole answer stops it.
-    result, _ = fetch_one({'body': capture('go-M1-idle-start.txt'), 'fault': 'trickle', 'trickle_s': 0.05},
-                          timeout=0.5)
+    result = fetch_one({'body': capture('go-M1-idle-start.txt'), 'fault': 'trickle', 'trickle_s': 0.05},
+                       timeout=0.5)[0]
     assert result.error == 'timeout'
 
 
 def test_non_200_html_404():
-    result, _ = fetch_one({'body': HTML_404, 'status': 404, 'content_type': 'text/html'})
+    result = fetch_one({'body': HTML_404, 'status': 404, 'content_type': 'text/html'})[0]
     assert (result.error, result.status) == ('http_status', 404)
     assert '404' in result.detail
 
 
 def test_html_with_200_is_not_stats():
-    result, _ = fetch_one({'body': HTML_404, 'content_type': 'text/html'})
+    result = fetch_one({'body': HTML_404, 'content_type': 'text/html'})[0]
     assert result.error == 'not_stats'
 
 
 def test_content_length_mismatch_is_truncated():
-    result, _ = fetch_one({'body': capture('c-noM-after-burst200.txt'), 'fault': 'truncate'})
+    result = fetch_one({'body': capture('c-noM-after-burst200.txt'), 'fault': 'truncate'})[0]
     assert result.error == 'truncated'
 
 
 def test_cut_body_without_length_is_truncated_by_the_parser():
     body = capture('c-noM-after-burst200.txt')
-    result, _ = fetch_one({'body': body[:3001], 'fault': 'no_length'})
+    result = fetch_one({'body': body[:3001], 'fault': 'no_length'})[0]
     assert result.ok
     assert sample_from_scrape(result)['error'] in ('truncated', 'garbage')
 
 
 def test_ten_megabyte_body_announced_is_too_large():
-    result, _ = fetch_one({'body': 'x' * (10 * 1024 * 1024)})
+    result = fetch_one({'body': 'x' * (10 * 1024 * 1024)})[0]
     assert result.error == 'too_large'
 
 
 def test_ten_megabyte_body_streamed_is_too_large():
-    result, _ = fetch_one({'fault': 'stream', 'stream_bytes': 10 * 1024 * 1024})
+    result = fetch_one({'fault': 'stream', 'stream_bytes': 10 * 1024 * 1024})[0]
     assert result.error == 'too_large'
 
 
 def test_empty_body():
-    result, _ = fetch_one({'body': ''})
+    result = fetch_one({'body': ''})[0]
     assert result.error == 'empty'
 
 
@@ -120,12 +120,12 @@ def test_empty_body():
     ({'fault': 'close'}, 'connection'),
 ])
 def test_garbage_and_dropped_connections(step, kind):
-    result, _ = fetch_one(step)
+    result = fetch_one(step)[0]
     assert result.error == kind
 
 
 def test_to_dict_has_no_body():
-    result, _ = fetch_one({'body': capture('c-M1-idle-start.txt')})
+    result = fetch_one({'body': capture('c-M1-idle-start.txt')})[0]
     info = result.to_dict()
     assert 'body' not in info
     assert info['body_bytes'] == len(capture('c-M1-idle-start.txt'))
