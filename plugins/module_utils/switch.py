@@ -257,22 +257,9 @@ def read_shebang(path):
     return parts
 
 
-def script_argv(shebang, exec_path, argv):
-    """What /proc/PID/cmdline shows when ``exec_path`` is a script started with ``argv``."""
-    if os.path.basename(shebang[0]) == 'env' and len(shebang) > 1:
-        # env execvp()s its argument, which becomes argv[0] as written.
-        words = shebang[1].split()
-        return words + [exec_path] + list(argv[1:])
-    return list(shebang) + [exec_path] + list(argv[1:])
-
-
-def argv_matches(cmdline, expected, exec_path=None, shebang=None):
-    """True when the live argv equals ``expected`` (or its script form when the program is a script)."""
-    if list(cmdline) == list(expected):
-        return True
-    if shebang and exec_path:
-        return list(cmdline) == script_argv(shebang, exec_path, expected)
-    return False
+def argv_matches(cmdline, expected):
+    """True when the live argv equals ``expected`` word for word."""
+    return list(cmdline) == list(expected)
 
 
 def explain_mismatch(cmdline, expected, secrets):
@@ -297,19 +284,8 @@ def explain_mismatch(cmdline, expected, secrets):
 
 
 def frozen_argv(manifest):
-    """The frozen argv as the program sees it.
-
-    A freeze of a script (stand-in, wrapper) records /proc/PID/cmdline with the interpreter words
-    first; they are dropped here so argv[0] is the program again.
-    """
-    argv = list(manifest['argv'])
-    program = exec_program(manifest)
-    shebang = read_shebang(program)
-    if shebang:
-        prefix = script_argv(shebang, program, [program])
-        if argv[:len(prefix)] == prefix:
-            return [program] + argv[len(prefix):]
-    return argv
+    """The argv of the C process as frozen from /proc/<MainPID>/cmdline."""
+    return list(manifest['argv'])
 
 
 def expected_argv(manifest, target, binary, method):
@@ -660,17 +636,14 @@ def prove_process(manifest, target, binary, method, pid, secrets):
     if not cmdline:
         return False, 'no live main process (MainPID %s)' % pid
     expected = expected_argv(manifest, target, binary, method)
-    if method == 'dropin':
-        exec_path = binary if target == 'go' else exec_program(manifest)
-    else:
-        exec_path = exec_program(manifest)
-    shebang = read_shebang(exec_path)
-    if not argv_matches(cmdline, expected, exec_path, shebang):
+    if not argv_matches(cmdline, expected):
         return False, explain_mismatch(cmdline, expected, secrets)
     if method == 'symlink':
+        exec_path = exec_program(manifest)
         want = os.path.realpath(binary if target == 'go' else exec_path)
         exe = proc_exe(pid)
-        if exe != want and not (shebang and os.path.realpath(exec_path) == want):
+        # A script's /proc/PID/exe is its interpreter; then the link it was started through must resolve.
+        if exe != want and not (read_shebang(exec_path) and os.path.realpath(exec_path) == want):
             return False, 'process %d runs %s, expected %s' % (pid, exe, want)
     return True, None
 

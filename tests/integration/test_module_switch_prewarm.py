@@ -90,11 +90,6 @@ def cmdline(name, pid):
     return raw.rstrip(b'\0').decode().split('\0')
 
 
-def script_form(argv):
-    """The stand-in is a Python script: /proc shows the interpreter first (shebang env python3)."""
-    return ['python3', argv[0]] + argv[1:]
-
-
 def wait_port(name, port, timeout=15):
     probe = ('import socket,sys,time\nend=time.time()+%d\nwhile time.time()<end:\n'
              '    s=socket.socket()\n    try:\n        s.connect(("127.0.0.1",%d)); sys.exit(0)\n'
@@ -211,7 +206,7 @@ def test_flip_to_go(host):
     assert result['dropin_path'] == DROPIN
     pid = main_pid(host.name)
     assert pid == result['main_pid'] and pid != old_pid
-    assert cmdline(host.name, pid) == script_form([GO_BIN] + C_ARGV[1:])
+    assert cmdline(host.name, pid) == [GO_BIN] + C_ARGV[1:]
     dropin = sh(host.name, 'cat %s' % DROPIN)
     assert 'ExecStart=\nExecStart=%s%s\n' % (GO_BIN, EXEC_START[len(C_BIN):]) in dropin
     assert 'mtproxy.cutover' in dropin
@@ -236,7 +231,7 @@ def test_rollback_to_c(host):
     assert result['changed'] is True and result['argv_matches'] is True and result['binary'] == C_BIN
     assert result['diff']['after'] == ''
     assert sh(host.name, 'test -e %s && echo present || echo absent' % DROPIN).strip() == 'absent'
-    assert cmdline(host.name, main_pid(host.name)) == script_form(C_ARGV)
+    assert cmdline(host.name, main_pid(host.name)) == C_ARGV
     state = json.loads(sh(host.name, 'cat %s/MTProxy/state.json' % STATE_DIR))
     assert state['current'] == 'c' and [h['to'] for h in state['history']] == ['go', 'c']
     again = host.module('mtproxy_switch', {'target': 'c'})
@@ -256,7 +251,7 @@ def test_rollback_from_a_failed_go_start(host):
     back = host.module('mtproxy_switch', {'target': 'c'})
     assert not back.get('failed'), back.get('msg')
     assert back['argv_matches'] is True
-    assert cmdline(host.name, main_pid(host.name)) == script_form(C_ARGV)
+    assert cmdline(host.name, main_pid(host.name)) == C_ARGV
 
 
 def test_prewarm_good_binary_starts_and_stops(host):
@@ -273,7 +268,7 @@ def test_prewarm_good_binary_starts_and_stops(host):
     expected = [GO_BIN] + C_ARGV[1:]
     expected[expected.index('-p') + 1] = str(started['stats_port'])
     expected[expected.index('-H') + 1] = str(started['client_ports'][0])
-    assert live == script_form(expected)
+    assert live == expected
     body = sh(host.name, 'python3 -c "import urllib.request as u; print(u.urlopen(\'%s\').read().decode())"'
               % started['stats_url'])
     assert 'has_current_config\t1' in body
@@ -338,7 +333,7 @@ def test_symlink_method_flips_and_returns(host):
     assert result['changed'] is True and result['argv_matches'] is True and result['dropin_path'] is None
     assert result['previous_good'] == {'flavor': 'c', 'binary': link, 'link_target': c_release}
     assert sh(host.name, 'readlink %s' % link).strip() == GO_BIN
-    assert cmdline(host.name, main_pid(host.name)) == script_form(argv)
+    assert cmdline(host.name, main_pid(host.name)) == argv
 
     back = host.module('mtproxy_switch', {'target': 'c', 'method': 'symlink'})
     assert not back.get('failed'), back.get('msg')

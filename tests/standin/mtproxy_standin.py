@@ -20,13 +20,32 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   header WITHOUT the encryption: bytes 56..59 must be ef ef ef ef (abridged), ee ee ee ee
   (intermediate) or dd dd dd dd (padded intermediate); random bytes fail. After a valid header,
   every complete frame of that transport (intermediate: 4-byte little-endian length; abridged:
-  1 byte * 4 or 0x7f + 3 bytes * 4) is one packet, always dropped (no backend is reachable).
-  Counting per flavour as measured: C without -M: inbound_connections_accepted +2 per accept,
-  /stats requests included; C with -M: no accept counter moves; C dropped_queries per packet,
-  total_special_connections = open clients, bad handshakes leave no trace. Go:
-  ingress_accepted/closed/active, ingress_invalid_frames + ingress_frames_failed per bad handshake,
-  dataplane_packets_dropped per packet, forward_failed for packets routed while the target is
-  marked unhealthy (one failed dial marks it for 10 s).
+  1 byte * 4 or 0x7f + 3 bytes * 4) is one packet. Counting per flavour as measured: C without
+  -M: inbound_connections_accepted +2 per accept, /stats requests included; C with -M: no accept
+  counter moves; total_special_connections = open clients, bad handshakes leave no trace. Go:
+  ingress_accepted/closed/active, ingress_invalid_frames + ingress_frames_failed per bad handshake.
+* Backends: the unique ``proxy_for``/``proxy`` host:port targets of the config. Only 127.0.0.0/8
+  targets are ever dialed (anything else is unreachable, no connect is made); connects and sends
+  have bounded timeouts. tests/standin/mtproxy_testbackend.py is a sink to make them reachable.
+  A packet goes to the default cluster's target first (the DC is not readable without the
+  encryption), else to another reachable target; its frame bytes (length prefix included) are
+  sent over one pooled connection per target.
+  C: keeps a connection to every target, re-checked every 2 s (and at most once a second on
+  demand when a packet finds none ready); each connect attempt counts in
+  outbound_connections_created, each failed one in total_connect_failures;
+  total_ready_targets/ready_targets = targets with a live connection. Packet sent:
+  tot_forwarded_queries +1, else dropped_queries +1.
+  Go: dials on demand (outbound_dials, outbound_pool_misses; reuse: outbound_pool_hits). Packet:
+  dataplane_packets_total/handshake, forward_total, ingress_frames_received +1, then either
+  sent: forward_successful, outbound_sends, ingress_frames_handled +1, outbound_bytes_sent +frame;
+  or dial failed: forward_successful, outbound_dial_errors, dataplane_packets_outbound_errors,
+  dataplane_packets_dropped, ingress_frames_failed +1 and the target is marked unhealthy for
+  10 s (a reachability probe every 2 s, a connect that is not counted, lifts it early); or no
+  unmarked target: forward_failed, dataplane_packets_route_errors, dataplane_packets_dropped,
+  ingress_frames_failed +1 and forward_last_error "no healthy targets available for cluster N".
+  targets_unhealthy = marked targets, targets_healthy = router_targets - that (all healthy until
+  a dial fails, as measured).
+  With every backend down this gives the captured pattern (100 packets: 1 dial error, 99 failed).
 * /stats: the real key sets, order, section markers and multi-value lines (C 201 lines with one
   secret, Go 66, Go 61 while has_current_config is 0). C answers only ``GET /stats`` (no query)
   from peer 127.0.0.1 and only with --http-stats, else the 404 HTML page. Go answers path /stats
@@ -42,9 +61,16 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   MTPROXY_GO_WORKER_ID, MTPROXY_GO_SUPERVISOR_PID); worker 0 serves stats and clients.
 * -u USER: the C flavour drops to USER when started as root (Go ignores -u, like the real one).
 
-Not reproduced: encryption, real backends, TLS transport (-D), daemonizing (-d), the C worker
-assertion backtrace. /proc/PID/cmdline starts with the interpreter (``python3 <path> args...``);
-the process name (comm) is set to the binary's basename.
+* /proc/PID/cmdline: rewritten at the very start (before forking workers) to the binary's argv,
+  ``<path as exec'd> args...``, without the interpreter word that the ``#!`` line adds, followed
+  by NUL padding (the old area's size cannot shrink): readers strip trailing NULs / empty words
+  (``raw.rstrip(b"\0").split(b"\0")``). C workers inherit it, Go workers are started with the
+  original words and rewrite theirs, so all processes show byte-identical cmdlines. When /proc or
+  /proc/self/mem is unusable it stays ``python3 <path> args...``. The process name (comm) is the
+  binary's basename.
+
+Not reproduced: encryption, backend answers (the sink never replies, so no responses are counted),
+TLS transport (-D), daemonizing (-d), the C worker assertion backtrace.
 
 Fault injection
 ---------------
@@ -83,6 +109,7 @@ from __future__ import print_function
 
 import errno
 import hashlib
+import ipaddress
 import json
 import os
 import pwd
@@ -103,6 +130,11 @@ SESSION_IDLE_TIMEOUT_S = 300.0
 HTTP_REQUEST_TIMEOUT_S = 5.0
 HUNG_STATS_CAP = 64
 UNHEALTHY_AFTER_DIAL_S = 10.0
+BACKEND_PROBE_EVERY_S = 2.0
+BACKEND_ON_DEMAND_PROBE_S = 1.0
+BACKEND_CONNECT_TIMEOUT_S = 0.5
+BACKEND_SEND_TIMEOUT_S = 1.0
+MAX_BACKEND_TARGETS = 64
 GO_DEFAULT_CONFIG_DELAY_S = 0.3
 GO_DEFAULT_DRAIN_S = 2.0
 C_SIGINT_WORKER_WAIT_S = 1.0
@@ -802,6 +834,143 @@ def _is_int(text):
     return True
 
 
+# ---------------------------------------------------------------- backends (proxy_for targets)
+
+def loopback_target(addr):
+    """(ip, port) of a "host:port" in 127.0.0.0/8; None for anything else (never dialed)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+        port = int(port)
+    except ValueError:
+        return None
+    if ip.version != 4 or not ip.is_loopback or not 0 < port < 65536:
+        return None
+    return str(ip), port
+
+
+def dial(addr):
+    """A connected blocking socket (bounded timeouts) to a loopback target, or None."""
+    target = loopback_target(addr)
+    if target is None:
+        return None
+    try:
+        sock = socket.create_connection(target, timeout=BACKEND_CONNECT_TIMEOUT_S)
+    except OSError:
+        return None
+    sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+    return sock
+
+
+def still_open(sock):
+    """False once the backend closed or reset the connection (a sink never sends anything)."""
+    try:
+        sock.setblocking(False)
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK))
+        finally:
+            sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+    except (BlockingIOError, InterruptedError):
+        return True
+    except OSError:
+        return False
+
+
+class Backends(object):
+    """The unique proxy_for targets: probed health, one pooled outbound connection each.
+
+    ``healthy``: the last connect (probe or dial) to the target worked. ``marked``: Go only, the
+    target failed a dial and is reported unhealthy until the mark expires or a probe succeeds.
+    """
+
+    def __init__(self, count):
+        self.count = count
+        self.addrs = []
+        self.default = []
+        self.healthy = {}
+        self.marked = {}
+        self.pool = {}
+        self.next_probe = 0.0
+        self.last_probe = 0.0
+
+    def configure(self, cfg):
+        addrs = []
+        for _cluster, addr in cfg.targets:
+            if addr not in addrs:
+                addrs.append(addr)
+        self.addrs = addrs[:MAX_BACKEND_TARGETS]
+        self.default = [a for c, a in cfg.targets if c == cfg.default_cluster and a in self.addrs]
+        for addr in list(self.pool):
+            if addr not in self.addrs:
+                self.close(addr)
+        self.healthy = dict((a, self.healthy.get(a, False)) for a in self.addrs)
+        self.marked = dict((a, t) for a, t in self.marked.items() if a in self.addrs)
+        self.next_probe = 0.0
+
+    def close(self, addr):
+        sock = self.pool.pop(addr, None)
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def pooled(self, addr):
+        """The pooled connection if it is still open (a dead one is closed and forgotten)."""
+        sock = self.pool.get(addr)
+        if sock is not None and not still_open(sock):
+            self.close(addr)
+            return None
+        return sock
+
+    def ordered(self):
+        """Default cluster's targets first (the stand-in cannot read the DC), then the others."""
+        return self.default + [a for a in self.addrs if a not in self.default]
+
+    def ready_count(self):
+        return sum(1 for a in self.addrs if self.healthy.get(a))
+
+    def marked_count(self, now):
+        return sum(1 for t in self.marked.values() if t > now)
+
+    def probe(self, now, c_style):
+        """C keeps a connection to every target (each connect attempt counted like the C binary);
+        Go only checks reachability here (it dials on demand) and lifts dial-failure marks."""
+        self.last_probe = now
+        self.next_probe = now + BACKEND_PROBE_EVERY_S
+        for addr in self.addrs:
+            if self.pooled(addr) is not None:
+                self.healthy[addr] = True
+                continue
+            if loopback_target(addr) is None:
+                self.healthy[addr] = False
+                continue
+            if c_style:
+                self.count("outbound_connections_created")
+            sock = dial(addr)
+            self.healthy[addr] = sock is not None
+            if sock is None:
+                if c_style:
+                    self.count("total_connect_failures")
+                continue
+            self.marked.pop(addr, None)
+            if c_style:
+                self.pool[addr] = sock
+            else:
+                sock.close()
+
+    def send(self, addr, sock, frame):
+        try:
+            sock.sendall(frame)
+            return True
+        except OSError:
+            self.close(addr)
+            self.healthy[addr] = False
+            return False
+
+
 # ---------------------------------------------------------------- faults
 
 class Faults(object):
@@ -904,6 +1073,54 @@ class Log(object):
             self.c(msg)
         else:
             self.plain(msg)
+
+
+def present_binary_cmdline(argv):
+    """Make /proc/self/cmdline read ``argv`` (script path as exec'd + args), like a real binary's.
+
+    Started through its ``#!/usr/bin/env python3`` line the kernel shows ``python3 <path> args``;
+    only that form (interpreter words + exactly ``argv``) is rewritten, so a launcher that already
+    set its own cmdline is left alone. The area is overwritten in place, the rest padded with NULs. The last
+    byte of the area stays NUL, so the kernel returns the whole area (proc(5)): readers see the
+    argv followed by padding NULs and must strip trailing empty words. Checked by reading back;
+    on any failure (no /proc, no permission, too long) the original bytes stay (restored).
+    Returns the original words (bytes, interpreter first), or None when /proc is unreadable.
+    """
+    try:
+        with open("/proc/self/cmdline", "rb") as handle:
+            original = handle.read()
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (IOError, OSError, IndexError):
+        return None
+    words = original.rstrip(b"\0").split(b"\0")
+    try:
+        # field 3 (state) is fields[0]; arg_start/arg_end are fields 48/49
+        arg_start, arg_end = int(fields[45]), int(fields[46])
+        tail = [os.fsencode(a) for a in argv]
+    except (IndexError, ValueError, UnicodeError):
+        return words
+    wanted = b"\0".join(tail) + b"\0"
+    size = arg_end - arg_start
+    if len(words) <= len(tail) or words[len(words) - len(tail):] != tail:
+        return words
+    if arg_start <= 0 or size != len(original) or len(wanted) > size:
+        return words
+    try:
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(arg_start)
+            mem.write(wanted + b"\0" * (size - len(wanted)))
+            with open("/proc/self/cmdline", "rb") as handle:
+                shown = handle.read()
+            if shown.rstrip(b"\0").split(b"\0") != wanted.rstrip(b"\0").split(b"\0"):
+                mem.seek(arg_start)
+                mem.write(original)
+    except (IOError, OSError, ValueError, OverflowError):
+        pass
+    return words
+
+
+ORIGINAL_CMDLINE = None
 
 
 def set_process_name(name):
@@ -1074,7 +1291,9 @@ class Server(object):
         self.c_stats_ready = False
         self.aes_hash = "0" * 32
         self.ip = LOCAL_IP or local_ip()
-        self.unhealthy_until = 0.0
+        self.backends = Backends(self.count)
+        if cfg is not None:
+            self.backends.configure(cfg)
         self.last_forward_error = ""
         self.reload_error = ""
 
@@ -1149,6 +1368,8 @@ class Server(object):
         if now >= self.next_sweep:
             self.next_sweep = now + 0.5
             self.sweep(now)
+        if self.client_listeners and self.cfg is not None and now >= self.backends.next_probe:
+            self.backends.probe(now, self.flavour == "c")
         if self.go_worker is not None and now >= self.next_parent_check:
             self.next_parent_check = now + PARENT_CHECK_S
             if os.getppid() != self.supervisor_pid:
@@ -1331,6 +1552,7 @@ class Server(object):
             self.log.plain("signal loop error: %s" % exc.go_text)
             self.exit(1)
         self.cfg = cfg
+        self.backends.configure(cfg)
         for key in ("config_check_calls", "config_reload_calls", "config_reload_success"):
             self.count(key)
         self.log.plain("runtime initialized: targets=%d clusters=%d bytes=%d md5=%s"
@@ -1346,6 +1568,7 @@ class Server(object):
             self.log.plain("configuration reload failed: %s" % exc.go_text)
             return
         self.cfg = cfg
+        self.backends.configure(cfg)
         self.reload_error = ""
         self.count("config_reload_success")
         self.log.plain("configuration file %s re-read successfully (%d bytes parsed), new configuration active"
@@ -1452,34 +1675,92 @@ class Server(object):
                 return
             if len(buf) < head + size:
                 return
+            frame = bytes(buf[:head + size])
             del buf[:head + size]
-            self.on_packet(c, size)
+            self.on_packet(c, size, frame)
 
-    def on_packet(self, c, size):
+    def on_packet(self, c, size, frame):
         if self.flavour == "c":
-            self.count("dropped_queries")
+            self.count("tot_forwarded_queries" if self.c_forward(frame) else "dropped_queries")
             return
-        now = time.time()
         if not c.session:
             c.session = True
             self.count("dataplane_sessions_created")
         for key in ("ingress_frames_received", "dataplane_packets_total", "dataplane_packets_handshake",
-                    "forward_total", "dataplane_packets_dropped", "ingress_frames_failed"):
+                    "forward_total"):
             self.count(key)
         self.count("ingress_bytes_received", size)
         self.count("dataplane_bytes_total", size)
-        if now >= self.unhealthy_until:
-            for key in ("forward_successful", "outbound_dials", "outbound_dial_errors",
-                        "dataplane_packets_outbound_errors"):
-                self.count(key)
-            self.count("outbound_pool_misses" if not self.ctr.get("outbound_dials", 0) > 1 else "outbound_pool_hits")
-            self.count("forward_bytes", size)
-            self.unhealthy_until = now + UNHEALTHY_AFTER_DIAL_S
+        if self.go_forward(size, frame):
+            self.count("ingress_frames_handled")
         else:
+            self.count("dataplane_packets_dropped")
+            self.count("ingress_frames_failed")
+
+    def c_forward(self, frame):
+        """C: send over the kept connection of a ready target; reconnecting is the probe's job
+        (run early, at most once a second, when a packet finds no ready target)."""
+        b = self.backends
+        now = time.time()
+        if not b.ready_count() and now - b.last_probe >= BACKEND_ON_DEMAND_PROBE_S:
+            b.probe(now, True)
+        for addr in b.ordered():
+            if not b.healthy.get(addr):
+                continue
+            sock = b.pooled(addr)
+            if sock is None:
+                b.healthy[addr] = False
+                continue
+            if b.send(addr, sock, frame):
+                return True
+        return False
+
+    def go_forward(self, size, frame):
+        """Go: route to the first target not marked by a failed dial (other clusters only when a
+        probe saw them up), dial on demand; a failed dial marks the target for 10 s (measured)."""
+        b = self.backends
+        now = time.time()
+        addr = None
+        for candidate in b.ordered():
+            if b.marked.get(candidate, 0.0) > now:
+                continue
+            if candidate in b.default or b.healthy.get(candidate):
+                addr = candidate
+                break
+        if addr is None:
             self.count("forward_failed")
             self.count("dataplane_packets_route_errors")
             cluster = self.cfg.default_cluster if self.cfg else 0
             self.last_forward_error = "no healthy targets available for cluster %d" % cluster
+            return False
+        self.count("forward_successful")
+        self.count("forward_bytes", size)
+        had = addr in b.pool
+        sock = b.pooled(addr)
+        if sock is not None:
+            self.count("outbound_pool_hits")
+        else:
+            if had:
+                self.count("outbound_reconnects")
+            self.count("outbound_pool_misses")
+            self.count("outbound_dials")
+            sock = dial(addr)
+            if sock is None:
+                self.count("outbound_dial_errors")
+                self.count("dataplane_packets_outbound_errors")
+                b.healthy[addr] = False
+                b.marked[addr] = now + UNHEALTHY_AFTER_DIAL_S
+                return False
+            b.pool[addr] = sock
+            b.healthy[addr] = True
+        if not b.send(addr, sock, frame):
+            self.count("outbound_send_errors")
+            self.count("dataplane_packets_outbound_errors")
+            b.marked[addr] = now + UNHEALTHY_AFTER_DIAL_S
+            return False
+        self.count("outbound_sends")
+        self.count("outbound_bytes_sent", len(frame))
+        return True
 
     # ---- /stats
     def on_stats_accept(self, lsock):
@@ -1605,7 +1886,8 @@ class Server(object):
         clients = len(self.clients)
         https = max(1, len(self.https))
         serving = clients + https if noM else https
-        fails = 8 + int(el * 1.45)
+        outbound = len(self.backends.pool)
+        ready = self.backends.ready_count()
         ticks = int(el * 493)
         v = {
             "pid": os.getpid(), "start_time": self.start_int, "current_time": cur, "uptime": up,
@@ -1617,7 +1899,12 @@ class Server(object):
             "active_connections": serving, "inbound_connections": serving,
             "active_inbound_connections": serving, "allocated_connections": serving,
             "allocated_inbound_connections": serving, "allocated_socket_connections": serving,
-            "outbound_connections_created": fails, "total_connect_failures": fails,
+            "outbound_connections_created": self.ctr.get("outbound_connections_created", 0),
+            "total_connect_failures": self.ctr.get("total_connect_failures", 0),
+            "outbound_connections": outbound, "ready_outbound_connections": outbound,
+            "active_outbound_connections": outbound, "allocated_outbound_connections": outbound,
+            "ready_targets": ready, "total_ready_targets": ready,
+            "total_allocated_outbound_connections": outbound,
             "inbound_connections_accepted": self.ctr.get("inbound_connections_accepted", 0),
             "listening_connections": (1 if self.stats_listener else 0) + (len(self.client_listeners) if noM else 0),
             "allocated_targets": cfg.unique_targets, "active_targets": cfg.unique_targets,
@@ -1638,6 +1925,7 @@ class Server(object):
             "config_filename": cfg.filename, "config_loaded_at": cfg.loaded_at, "config_size": cfg.size,
             "config_md5": cfg.md5, "config_auth_clusters": len(cfg.clusters), "workers": s.workers,
             "dropped_queries": self.ctr.get("dropped_queries", 0), "window_clamp": s.window_clamp,
+            "tot_forwarded_queries": self.ctr.get("tot_forwarded_queries", 0),
             "total_allocated_targets": cfg.unique_targets, "total_declared_targets": cfg.unique_targets,
             "total_connections": clients + https, "total_allocated_connections": clients + https,
             "total_allocated_inbound_connections": clients + https,
@@ -1667,7 +1955,7 @@ class Server(object):
         v["stats_generated_at"] = int(now)
         v["has_current_config"] = 1 if cfg else 0
         if cfg:
-            unhealthy = 1 if now < self.unhealthy_until else 0
+            unhealthy = min(len(cfg.targets), self.backends.marked_count(now))
             v.update({
                 "config_filename": cfg.filename, "config_loaded_at": cfg.loaded_at, "config_size": cfg.size,
                 "config_md5": cfg.md5, "config_auth_clusters": len(cfg.clusters),
@@ -1687,6 +1975,7 @@ class Server(object):
         v["dataplane_session_limit"] = self.s.max_connections
         v["dataplane_active_sessions"] = sum(1 for c in self.clients.values() if c.session)
         v["ingress_active_connections"] = len(self.clients)
+        v["outbound_active_conns"] = len(self.backends.pool)
         return self.render(GO_LINES, v)
 
     secret_count = 0
@@ -1938,13 +2227,18 @@ def run_go(argv0, args, faults):
 
 
 def own_cmdline(argv0, args):
-    """This process's argv as the kernel shows it, so workers show the very same command line."""
-    try:
-        with open("/proc/self/cmdline", "rb") as handle:
-            parts = handle.read().split(b"\0")[:-1]
-        return [os.fsdecode(p) for p in parts]
-    except (IOError, OSError):
-        return [sys.executable, argv0] + list(args)
+    """The words this process was started with (interpreter first, before present_binary_cmdline).
+
+    Workers are started with the same words, so after their own rewrite their /proc/PID/cmdline
+    is byte for byte the supervisor's (same area size, same padding).
+    """
+    tail = [os.fsencode(argv0)] + [os.fsencode(a) for a in args]
+    words = ORIGINAL_CMDLINE or []
+    head = words[:len(words) - len(tail)]
+    if head and words[len(head):] == tail:
+        return head + tail
+    # already masqueraded by whoever started us (no interpreter word left): run the script again
+    return [os.fsencode(sys.executable)] + tail
 
 
 def go_supervisor(argv0, args, s, faults):
@@ -2069,7 +2363,8 @@ def go_server(s, faults, worker_id, secret_count):
 # ---------------------------------------------------------------- entry point
 
 def main(argv):
-    global C_LINES, GO_LINES, C_COUNTER_KEYS, GO_COUNTER_KEYS, LOCAL_IP
+    global C_LINES, GO_LINES, C_COUNTER_KEYS, GO_COUNTER_KEYS, LOCAL_IP, ORIGINAL_CMDLINE
+    ORIGINAL_CMDLINE = present_binary_cmdline(argv)
     LOCAL_IP = local_ip()
     C_LINES = parse_template(C_STATS_TEMPLATE)
     GO_LINES = parse_template(GO_STATS_TEMPLATE)

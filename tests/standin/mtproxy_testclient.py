@@ -9,20 +9,31 @@ Modes:
   junk  each connection sends 64 random bytes (never a valid handshake) and closes:
         Go ingress_invalid_frames +1 per connection; C shows no trace (as measured).
   obf   each connection sends a stand-in-valid obfuscated2 header (intermediate transport,
-        unencrypted) and --packets frames of --payload-bytes, then closes: Go
-        dataplane_packets_dropped / C dropped_queries +packets per connection.
+        unencrypted) and --packets frames of --payload-bytes, then closes. Per packet, with a
+        reachable backend (tests/standin/mtproxy_testbackend.py): C tot_forwarded_queries, Go
+        forward_successful/outbound_sends +1; without: C dropped_queries, Go dataplane_packets_dropped.
+  mixed steady traffic for a service during SLO windows: keeps opening connections at --rate
+        until --count or --max-seconds is reached; each one is junk with probability --junk-share
+        (default 0.1), else obf (as above). Connections are made one after the other, so --rate is
+        a ceiling (an obf connection with the default 2 packets takes ~20 ms); refused connects
+        (proxy restarting) are counted and the run goes on.
   held  opens --count connections (valid header unless --held-junk: nothing sent) and keeps them
         all open for --hold-seconds after the last one opened, then closes them
         (Go ingress_active_connections / C total_special_connections = count meanwhile).
 
-Prints one JSON line: {"mode", "attempted", "connected", "refused", "errors", "packets_sent",
-"elapsed_s"}. Exit 0 when at least one connection succeeded (or --count 0), 1 otherwise, 2 on bad
-arguments. SIGTERM/SIGINT end the run early (held connections are closed).
+As a service during an SLO window, e.g.:
+  mtproxy_testclient.py --port 443 --mode mixed --rate 20 --junk-share 0.1 --count 10000 --max-seconds 600
+
+Prints one JSON line at the end: {"mode", "attempted", "connected", "refused", "errors",
+"packets_sent", "junk", "obf", "elapsed_s"} ("junk"/"obf": connections of each kind that connected).
+Exit 0 when at least one connection succeeded (or --count 0), 1 otherwise, 2 on bad arguments.
+SIGTERM/SIGINT end the run early and still print the summary (held connections are closed).
 """
 import argparse
 import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import struct
@@ -55,7 +66,7 @@ class Run(object):
     def __init__(self, args):
         self.args = args
         self.stats = {"mode": args.mode, "attempted": 0, "connected": 0, "refused": 0, "errors": 0,
-                      "packets_sent": 0}
+                      "packets_sent": 0, "junk": 0, "obf": 0}
         self.stop = False
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.max_seconds
@@ -87,9 +98,16 @@ class Run(object):
                 time.sleep(min(0.05, max(0.0, due - time.monotonic())))
         return not self.stop and self.left() > 0
 
+    def kind(self):
+        if self.args.mode == "mixed":
+            return "junk" if random.random() < self.args.junk_share else "obf"
+        return self.args.mode
+
     def one_shot(self, sock):
+        kind = self.kind()
+        self.stats[kind] += 1
         try:
-            if self.args.mode == "junk":
+            if kind == "junk":
                 sock.sendall(junk_header())
             else:
                 sock.sendall(valid_header())
@@ -138,7 +156,7 @@ def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=("junk", "obf", "held"), default="junk")
+    parser.add_argument("--mode", choices=("junk", "obf", "mixed", "held"), default="junk")
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--rate", type=float, default=100.0, help="connections per second (0 = no pacing)")
     parser.add_argument("--max-seconds", type=float, default=30.0)
@@ -146,6 +164,7 @@ def parse(argv):
     parser.add_argument("--packets", type=int, default=2)
     parser.add_argument("--payload-bytes", type=int, default=40)
     parser.add_argument("--held-junk", action="store_true", help="held connections send nothing")
+    parser.add_argument("--junk-share", type=float, default=0.1, help="mixed: share of junk connections (0..1)")
     args = parser.parse_args(argv)
     try:
         if not ipaddress.ip_address(args.host).is_loopback:
@@ -160,6 +179,8 @@ def parse(argv):
         parser.error("--rate must be 0..%d" % MAX_RATE)
     if not 0 <= args.packets <= 1000 or not 0 <= args.payload_bytes <= 65536:
         parser.error("--packets must be 0..1000 and --payload-bytes 0..65536")
+    if not 0.0 <= args.junk_share <= 1.0:
+        parser.error("--junk-share must be 0..1")
     args.hold_seconds = max(0.0, min(args.hold_seconds, args.max_seconds))
     return args
 
