@@ -17,6 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN_DIR = os.path.join(os.path.dirname(HERE), "standin")
 STANDIN = os.path.join(STANDIN_DIR, "mtproxy_standin.py")
 TESTCLIENT = os.path.join(STANDIN_DIR, "mtproxy_testclient.py")
+TESTBACKEND = os.path.join(STANDIN_DIR, "mtproxy_testbackend.py")
 FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures", "real-stats")
 SECRET = "00112233445566778899aabbccddeeff"
 BACKEND_CONF = (
@@ -116,13 +117,14 @@ def run_client(port, *args):
 class Proxy(object):
     """One stand-in process (its own session, so its workers are killed with it)."""
 
-    def __init__(self, binary, args, env):
+    def __init__(self, binary, args, env, direct=False):
         self.binary = binary
         self.err_path = binary + ".%d.stderr" % time.monotonic_ns()
         self.out_path = self.err_path.replace(".stderr", ".stdout")
+        # direct: exec the script itself, so the kernel runs it through its #! line (like systemd)
+        argv = ([binary] if direct else [sys.executable, binary]) + list(args)
         with open(self.err_path, "w") as err, open(self.out_path, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, binary] + list(args), stdout=out, stderr=err,
-                                         env=env, start_new_session=True)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, start_new_session=True)
 
     @property
     def pid(self):
@@ -210,22 +212,23 @@ class Lab(object):
             args += ["-M", str(workers)]
         return args + ["-c", "512"] + list(extra)
 
-    def start(self, flavour, args):
+    def start(self, flavour, args, direct=False):
         env = dict(os.environ)
         env["MTPROXY_STANDIN_FAULTS"] = self.faults_path
         cwd = os.getcwd()
         os.chdir(self.dir)
         try:
-            proxy = Proxy(self.binary(flavour), args, env)
+            proxy = Proxy(self.binary(flavour), args, env, direct)
         finally:
             os.chdir(cwd)
         self.procs.append(proxy)
         return proxy
 
-    def serve(self, flavour, workers=None, extra=(), ready=True):
+    def serve(self, flavour, workers=None, extra=(), ready=True, direct=False):
         stats_port, client_port = free_port(), free_port()
-        proxy = self.start(flavour, self.args(stats_port, client_port, workers, extra))
+        proxy = self.start(flavour, self.args(stats_port, client_port, workers, extra), direct)
         proxy.stats_port, proxy.client_port = stats_port, client_port
+        proxy.argv = [self.binary(flavour)] + self.args(stats_port, client_port, workers, extra)
         if ready:
             key = "has_current_config" if flavour == "go" else "pid"
             got = wait_for(lambda: (try_stats(stats_port) or {}).get(key) in ("1",) if flavour == "go"
@@ -690,3 +693,270 @@ def test_fault_exit_delay_keeps_serving_then_exits_0(lab):
     assert wait_for(lambda: "SIGTERM handled." in proxy.stderr())
     assert try_stats(proxy.stats_port), "stopped serving during exit_delay_s"
     assert proxy.wait() == 0
+
+
+# ---------------------------------------------------------------- /proc/PID/cmdline like a real binary
+
+def read_cmdline(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as handle:
+        return handle.read()
+
+
+def words(raw):
+    """How the freeze/switch modules read it: trailing NULs are padding, not empty arguments."""
+    return [os.fsdecode(w) for w in raw.rstrip(b"\0").split(b"\0")]
+
+
+@pytest.mark.parametrize("flavour, workers", [("c", None), ("c", 2), ("go", None), ("go", 2)])
+def test_cmdline_started_through_shebang_shows_the_binary_argv(lab, flavour, workers):
+    proxy = lab.serve(flavour, workers=workers, direct=True)
+    raw = read_cmdline(proxy.pid)
+    assert words(raw) == proxy.argv
+    # only NUL padding after the argv (the interpreter word's room), no interpreter left anywhere
+    exact = b"\0".join(os.fsencode(w) for w in proxy.argv) + b"\0"
+    assert raw.startswith(exact) and raw[len(exact):].strip(b"\0") == b""
+    assert b"python" not in raw
+    with open("/proc/%d/comm" % proxy.pid) as handle:
+        assert handle.read().strip() == os.path.basename(lab.binary(flavour))[:15]
+    kids = children_of(proxy.pid)
+    assert len(kids) == (workers or 0)
+    for kid in kids:
+        assert wait_for(lambda: read_cmdline(kid) == raw), (kid, read_cmdline(kid))
+
+
+def test_cmdline_started_by_interpreter_shows_the_script_argv(lab):
+    proxy = lab.serve("c")
+    assert words(read_cmdline(proxy.pid)) == proxy.argv
+
+
+def test_present_binary_cmdline_leaves_a_cmdline_that_is_not_interpreter_plus_argv_alone():
+    script = ("import sys; sys.path.insert(0, %r); import mtproxy_standin as m; "
+              "before = open('/proc/self/cmdline', 'rb').read(); "
+              "words = m.present_binary_cmdline(['/opt/MTProxy/mtproto-proxy', 'a']); "
+              "print(before == open('/proc/self/cmdline', 'rb').read(), words == before.split(b'\\0')[:-1])"
+              % STANDIN_DIR)
+    out = subprocess.run([sys.executable, "-c", script, "a"], stdout=subprocess.PIPE, timeout=30, check=True)
+    assert out.stdout.split() == [b"True", b"True"]
+
+
+# ---------------------------------------------------------------- reachable backends
+
+def test_loopback_target_refuses_anything_outside_127_8():
+    assert standin.loopback_target("127.0.0.1:8888") == ("127.0.0.1", 8888)
+    assert standin.loopback_target("127.3.2.1:1") == ("127.3.2.1", 1)
+    for addr in ("149.154.175.50:8888", "localhost:8888", "[::1]:8888", "::1:8888", "0.0.0.0:1",
+                 "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1", "127.0.0.1:x"):
+        assert standin.loopback_target(addr) is None, addr
+
+
+def test_non_loopback_targets_are_never_dialed(tmp_path, monkeypatch):
+    conf = tmp_path / "remote.conf"
+    conf.write_text("proxy_for 2 149.154.175.50:8888;\nproxy_for 4 localhost:8888;\n")
+    dialed = []
+    monkeypatch.setattr(standin.socket, "create_connection", lambda *a, **k: dialed.append(a) or 1 / 0)
+    counts = {}
+    backends = standin.Backends(lambda key, n=1: counts.__setitem__(key, counts.get(key, 0) + n))
+    backends.configure(standin.parse_backend_config(str(conf)))
+    backends.probe(time.time(), True)
+    assert dialed == [] and counts == {} and backends.ready_count() == 0
+    assert standin.dial("149.154.175.50:8888") is None and dialed == []
+
+
+class Sink(object):
+    """mtproxy_testbackend.py on the given ports; summary() stops it and returns its JSON summary."""
+
+    def __init__(self, ports, *extra):
+        args = [sys.executable, TESTBACKEND, "--max-seconds", "60"] + list(extra)
+        for port in ports:
+            args += ["--port", str(port)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.ready = json.loads(self.proc.stdout.readline().decode() or "null")
+
+    def summary(self):
+        self.proc.send_signal(signal.SIGTERM)
+        out, _err = self.proc.communicate(timeout=10)
+        return json.loads(out.decode().splitlines()[-1])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def sinks():
+    started = []
+
+    def start(ports, *extra):
+        sink = Sink(ports, *extra)
+        started.append(sink)
+        return sink
+
+    yield start
+    for sink in started:
+        sink.kill()
+
+
+def backend_lab(lab):
+    """Point backend.conf at two free loopback ports (default cluster 2 -> the second one)."""
+    ports = [free_port(), free_port()]
+    lab.write("backend.conf", BACKEND_CONF.replace("18991", str(ports[0])).replace("18992", str(ports[1])))
+    return ports
+
+
+def stats_when(port, predicate):
+    return wait_for(lambda: (lambda s: s if s and predicate(s) else None)(try_stats(port)), timeout=8)
+
+
+FRAME_BYTES = 4 + 40  # intermediate length prefix + the test client's default payload
+
+
+def test_c_forwards_to_a_reachable_backend_and_drops_when_it_is_gone(lab, sinks):
+    ports = backend_lab(lab)
+    sink = sinks(ports)
+    assert sink.ready == {"listening": ["127.0.0.1:%d" % p for p in ports]}
+    proxy = lab.serve("c", workers=1)
+    up = stats_when(proxy.stats_port, lambda s: s["total_ready_targets"] == "2")
+    assert up, "targets never became ready"
+    assert up["total_connect_failures"] == "0" and up["outbound_connections"] == "2"
+    run_client(proxy.client_port, "--mode", "obf", "--count", "5", "--packets", "2")
+    after = stats_when(proxy.stats_port, lambda s: s["tot_forwarded_queries"] == "10")
+    assert after and after["dropped_queries"] == "0" and after["total_connect_failures"] == "0"
+    summary = sink.summary()
+    assert summary["bytes"] == 10 * FRAME_BYTES
+    down = stats_when(proxy.stats_port, lambda s: s["total_ready_targets"] == "0")
+    assert down and int(down["total_connect_failures"]) >= 2
+    run_client(proxy.client_port, "--mode", "obf", "--count", "3", "--packets", "2")
+    dropped = stats_when(proxy.stats_port, lambda s: s["dropped_queries"] == "6")
+    assert dropped and dropped["tot_forwarded_queries"] == "10"
+    again = sinks(ports)
+    assert stats_when(proxy.stats_port, lambda s: s["total_ready_targets"] == "2")
+    run_client(proxy.client_port, "--mode", "obf", "--count", "1", "--packets", "2")
+    assert stats_when(proxy.stats_port, lambda s: s["tot_forwarded_queries"] == "12" and s["dropped_queries"] == "6")
+    assert again.summary()["bytes"] == 2 * FRAME_BYTES
+
+
+def test_go_forwards_to_a_reachable_backend_and_drops_when_it_is_gone(lab, sinks):
+    ports = backend_lab(lab)
+    sink = sinks(ports)
+    proxy = lab.serve("go")
+    run_client(proxy.client_port, "--mode", "obf", "--count", "5", "--packets", "2")
+    after = stats_when(proxy.stats_port, lambda s: s["outbound_sends"] == "10")
+    assert after, "packets were not sent to the backend"
+    expected = {"dataplane_packets_total": "10", "forward_total": "10", "forward_successful": "10",
+                "forward_failed": "0", "dataplane_packets_dropped": "0", "outbound_dials": "1",
+                "outbound_dial_errors": "0", "outbound_pool_misses": "1", "outbound_pool_hits": "9",
+                "outbound_bytes_sent": str(10 * FRAME_BYTES), "targets_healthy": "4", "targets_unhealthy": "0",
+                "outbound_active_conns": "1", "forward_last_error": "", "ingress_frames_failed": "0"}
+    assert dict((k, after[k]) for k in expected) == expected
+    assert sink.summary()["bytes"] == 10 * FRAME_BYTES
+    run_client(proxy.client_port, "--mode", "obf", "--count", "3", "--packets", "2")
+    down = stats_when(proxy.stats_port, lambda s: s["dataplane_packets_dropped"] == "6")
+    assert down, "drops did not resume"
+    assert down["outbound_sends"] == "10" and down["forward_total"] == "16"
+    assert int(down["forward_successful"]) + int(down["forward_failed"]) == 16
+    assert int(down["outbound_dial_errors"]) >= 1 and int(down["targets_unhealthy"]) >= 1
+    assert int(down["forward_failed"]) >= 4
+    assert down["forward_last_error"] == "no healthy targets available for cluster 2"
+    again = sinks(ports)
+    assert stats_when(proxy.stats_port, lambda s: s["targets_unhealthy"] == "0"), "probe did not lift the mark"
+    run_client(proxy.client_port, "--mode", "obf", "--count", "1", "--packets", "2")
+    assert stats_when(proxy.stats_port, lambda s: s["outbound_sends"] == "12" and s["dataplane_packets_dropped"] == "6")
+    assert again.summary()["bytes"] == 2 * FRAME_BYTES
+
+
+def test_go_without_backend_keeps_the_measured_drop_pattern(lab):
+    backend_lab(lab)
+    proxy = lab.serve("go")
+    run_client(proxy.client_port, "--mode", "obf", "--count", "50", "--packets", "2", "--rate", "0")
+    after = stats_when(proxy.stats_port, lambda s: s["dataplane_packets_dropped"] == "100")
+    real = dict(parse_body(fixture_text("go-noM-after-obf2x50-backend-down.txt")))
+    for key in ("forward_total", "forward_successful", "forward_failed", "dataplane_packets_route_errors",
+                "dataplane_packets_outbound_errors", "outbound_dials", "outbound_dial_errors",
+                "outbound_pool_misses", "outbound_sends", "targets_healthy", "targets_unhealthy",
+                "forward_last_error"):
+        assert after[key] == real[key], key
+
+
+def test_testbackend_reads_loopback_targets_from_config_and_bounds_connections(tmp_path, sinks):
+    ports = [free_port(), free_port()]
+    conf = tmp_path / "proxy-multi.conf"
+    conf.write_text("# proxy_for 9 127.0.0.1:1;\nproxy_for 1 127.0.0.1:%d;\nproxy_for -1 127.0.0.1:%d;\n"
+                    "proxy_for 2 149.154.175.50:8888;\nproxy 127.0.0.1:%d;\ndefault 1;\n" % (ports[0], ports[0], ports[1]))
+    sink = sinks([], "--from-config", str(conf), "--max-connections", "2")
+    assert sink.ready == {"listening": ["127.0.0.1:%d" % p for p in ports]}
+    held = [socket.create_connection(("127.0.0.1", ports[0]), timeout=2) for _ in range(3)]
+    try:
+        held[0].sendall(b"x" * 100)
+        assert held[2].recv(1) == b""  # the third one is closed at once
+    finally:
+        for sock in held:
+            sock.close()
+    summary = sink.summary()
+    assert (summary["accepted"], summary["rejected"], summary["bytes"], summary["max_open"]) == (2, 1, 100, 2)
+
+
+def test_testbackend_stops_by_itself_and_refuses_non_loopback():
+    out = subprocess.run([sys.executable, TESTBACKEND, "--port", str(free_port()), "--max-seconds", "0.3"],
+                         stdout=subprocess.PIPE, timeout=30)
+    assert out.returncode == 0 and json.loads(out.stdout.decode().splitlines()[-1])["accepted"] == 0
+    bad = subprocess.run([sys.executable, TESTBACKEND, "--host", "10.0.0.1", "--port", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert bad.returncode == 2 and b"loopback" in bad.stderr
+
+
+# ---------------------------------------------------------------- steady mixed traffic
+
+def test_mixed_traffic_moves_junk_and_packet_counters(lab):
+    proxy = lab.serve("go")
+    out = run_client(proxy.client_port, "--mode", "mixed", "--count", "40", "--rate", "0", "--junk-share", "0.5")
+    assert out["connected"] == 40 and out["junk"] + out["obf"] == 40 and out["junk"] > 0 and out["obf"] > 0
+    assert out["packets_sent"] == 2 * out["obf"]
+    after = stats_when(proxy.stats_port, lambda s: s["ingress_closed_connections"] == "40")
+    assert after["ingress_invalid_frames"] == str(out["junk"])
+    assert after["dataplane_packets_total"] == str(2 * out["obf"])
+    only_obf = run_client(proxy.client_port, "--mode", "mixed", "--count", "5", "--rate", "0", "--junk-share", "0")
+    assert (only_obf["junk"], only_obf["obf"]) == (0, 5)
+
+
+def test_mixed_traffic_is_bounded_by_time_and_prints_its_summary_on_sigterm(lab):
+    proxy = lab.serve("c")
+    out = run_client(proxy.client_port, "--mode", "mixed", "--rate", "4", "--count", "10000", "--max-seconds", "1")
+    assert 1 <= out["attempted"] <= 5  # rate x max-seconds (+ the one due at t=0)
+    before = int(stats(proxy.stats_port)["dropped_queries"])
+    runner = subprocess.Popen([sys.executable, TESTCLIENT, "--port", str(proxy.client_port), "--mode", "mixed",
+                               "--rate", "20", "--count", "10000", "--max-seconds", "60"], stdout=subprocess.PIPE)
+    assert wait_for(lambda: int(stats(proxy.stats_port)["dropped_queries"]) > before)
+    runner.send_signal(signal.SIGTERM)
+    stdout, _err = runner.communicate(timeout=10)
+    summary = json.loads(stdout.decode())
+    assert runner.returncode == 0 and summary["mode"] == "mixed" and summary["connected"] >= 1
+    for flag in (["--junk-share", "1.5"], ["--host", "10.0.0.1"], ["--max-seconds", "601"]):
+        bad = subprocess.run([sys.executable, TESTCLIENT, "--port", "1", "--mode", "mixed"] + flag,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        assert bad.returncode == 2, flag
+
+
+def test_go_workers_start_right_when_the_cmdline_was_already_masqueraded(lab):
+    """A launcher that set its own cmdline and runs the stand-in in-process (runpy sets argv[0] to
+    the stand-in's path), like tests/integration/test_module_freeze.py: its cmdline is left alone
+    and the Go workers are started as interpreter + script."""
+    launcher = lab.write("launcher.py", (
+        "import runpy, sys\nsys.path.insert(0, %r)\nimport mtproxy_standin\n"
+        "mtproxy_standin.present_binary_cmdline(sys.argv)\n"
+        "runpy.run_path(%r, run_name='__main__')\n") % (STANDIN_DIR, lab.binary("go")))
+    stats_port, client_port = free_port(), free_port()
+    args = lab.args(stats_port, client_port, 2)
+    env = dict(os.environ, MTPROXY_STANDIN_FAULTS=lab.faults_path)
+    proc = subprocess.Popen([sys.executable, launcher] + args, cwd=lab.dir, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: (try_stats(stats_port) or {}).get("has_current_config") == "1")
+        assert words(read_cmdline(proc.pid)) == [launcher] + args
+        kids = children_of(proc.pid)
+        assert len(kids) == 2
+        for kid in kids:
+            assert wait_for(lambda: words(read_cmdline(kid)) == [lab.binary("go")] + args)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

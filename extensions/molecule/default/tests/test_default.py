@@ -1,0 +1,73 @@
+"""Happy path: every host ends on the Go release with the C argv, and the run report says so."""
+
+import pathlib
+import stat
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import cutover_checks as cc  # noqa: E402
+
+CANARIES = {"default-h1"}
+
+
+def test_main_pid_runs_the_go_release_with_the_c_args(host):
+    _, sha256 = cc.staged_go()
+    argv = cc.service_argv(host)
+    assert argv, "MTProxy has no MainPID"
+    assert argv[0] == cc.go_release_path(sha256)
+    assert argv[1:] == cc.pristine_argv(host)[1:]
+    assert host.service("MTProxy").is_running
+
+
+def test_dropin_present_and_vendor_unit_unchanged(host):
+    dropin = host.file(cc.DROPIN)
+    assert dropin.is_file
+    assert cc.go_release_path(cc.staged_go()[1]) in dropin.content_string
+    assert cc.vendor_unit_unchanged(host)
+
+
+def test_state_files_are_root_only_and_say_go(host):
+    for name in ("manifest.json", "state.json"):
+        handle = host.file("%s/%s" % (cc.STATE_DIR, name))
+        assert handle.is_file
+        assert handle.user == "root"
+        assert stat.S_IMODE(handle.mode) == 0o600, name
+    state = cc.host_state(host)
+    assert state["current"] == "go"
+    assert state["binary"] == cc.go_release_path(cc.staged_go()[1])
+
+
+def test_report_lists_host_on_go_with_pass_and_timings(host):
+    report = cc.load_report()
+    name = host.backend.get_hostname()
+    assert report["run_id"] == cc.first_run_id()
+    assert report["result"] == "success"
+    entry = report["hosts"][name]
+    assert entry["result"] == "on_go"
+    assert entry["verdict"] == "pass"
+    assert entry["failures"] == []
+    assert entry["role"] == ("canary" if name in CANARIES else "wave")
+    assert entry["flavor"] == "go"
+    for key in ("stop_ms", "start_ms", "unavailable_ms"):
+        assert isinstance(entry["timings"][key], (int, float)) and entry["timings"][key] >= 0, key
+
+
+def test_report_covers_exactly_the_fleet():
+    report = cc.load_report()
+    assert sorted(report["hosts"]) == ["default-h1", "default-h2", "default-h3"]
+    canary_waves = {e["wave"] for e in report["hosts"].values() if e["role"] == "canary"}
+    wave_waves = {e["wave"] for e in report["hosts"].values() if e["role"] == "wave"}
+    assert canary_waves and wave_waves and max(canary_waves) < min(wave_waves)
+
+
+def test_second_cutover_keeps_everything_on_go(host):
+    report = cc.load_report(cc.again_run_id())
+    assert report["result"] == "success"
+    assert report["hosts"][host.backend.get_hostname()]["result"] == "on_go"
+
+
+def test_no_secret_in_reports(host):
+    for run_id in (cc.first_run_id(), cc.again_run_id()):
+        texts = cc.report_texts(run_id)
+        assert "report.json" in texts
+        assert cc.leaked_secrets(host, texts) == []

@@ -1,0 +1,21 @@
+"""A checksum mismatch stops the run before any host changes."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import cutover_checks as cc  # noqa: E402
+
+
+def test_playbook_failed():
+    assert cc.playbook_run()["rc"] == 2
+    assert cc.load_report()["result"] == "failed"
+
+
+def test_host_untouched(host):
+    assert cc.service_argv(host) == cc.pristine_argv(host)
+    assert not host.file(cc.DROPIN).exists
+    assert not host.file("/opt/MTProxy/releases/go-000000000000").exists
+    # The preflight stops the run before any host is looked at: a host may be absent from the report.
+    entry = cc.load_report()["hosts"].get(host.backend.get_hostname())
+    assert entry is None or entry["result"] == "on_c"

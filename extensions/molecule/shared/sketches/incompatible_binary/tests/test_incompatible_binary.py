@@ -1,0 +1,23 @@
+"""An incompatible Go binary: the canary ends on C, the waves never start."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import cutover_checks as cc  # noqa: E402
+
+
+def test_run_failed_and_canary_rolled_back():
+    assert cc.playbook_run()["rc"] == 2
+    report = cc.load_report()
+    assert report["result"] == "failed"
+    # Seen in a first run: the pre-warm on the canary already rejects the binary, so the canary is
+    # never flipped ("on_c"); a flip that fails to start would give "rolled_back".
+    assert report["hosts"]["incompatible_binary-h1"]["result"] in ("on_c", "rolled_back")
+    for name in ("incompatible_binary-h2", "incompatible_binary-h3"):
+        assert report["hosts"][name]["result"] == "on_c"
+
+
+def test_every_host_runs_c_again(host):
+    assert cc.service_argv(host) == cc.pristine_argv(host)
+    assert cc.vendor_unit_unchanged(host)

@@ -1,0 +1,25 @@
+"""After cutover + rollback.yml every host runs the C binary with its original argv again."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import cutover_checks as cc  # noqa: E402
+
+
+def test_service_runs_the_original_c_argv(host):
+    assert cc.service_argv(host) == cc.pristine_argv(host)
+
+
+def test_state_says_c_and_release_is_kept(host):
+    assert cc.host_state(host)["current"] == "c"
+    assert host.file(cc.go_release_path(cc.staged_go()[1])).is_file
+    assert cc.vendor_unit_unchanged(host)
+
+
+def test_rollback_report(host):
+    run_id = "%s-rollback" % cc.scenario_name()
+    report = cc.load_report(run_id)
+    assert report["result"] == "success"
+    assert report["hosts"][host.backend.get_hostname()]["result"] in ("rolled_back", "on_c")
+    assert cc.leaked_secrets(host, cc.report_texts(run_id)) == []

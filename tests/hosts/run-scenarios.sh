@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Run Molecule scenarios as parallel `molecule test -s X` processes.
+#
+#   tests/hosts/run-scenarios.sh [-j N] [scenario ...]
+#
+# Default: every scenario under extensions/molecule (a directory with molecule.yml), 3 at a time.
+# Each scenario logs to $MOLECULE_LOG_DIR/<scenario>.log (default tests/output/molecule/).
+# Environment: MTPROXY_VENV (default <repo>/.venv), ANSIBLE_COLLECTIONS_PATH (default
+# <venv>/collections), MOLECULE_HOST_IMAGE (default: built/cached by build-image.sh),
+# MOLECULE_SCENARIO_TIMEOUT seconds per scenario (default 1800).
+# Containers of every scenario started here are removed at the end, also on failure or Ctrl-C.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+jobs=3
+while getopts 'j:h' opt; do
+  case $opt in
+    j) jobs=$OPTARG ;;
+    *) sed -n '2,11p' "$0"; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+
+venv=${MTPROXY_VENV:-$repo/.venv}
+export PATH="$venv/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH=${ANSIBLE_COLLECTIONS_PATH:-$venv/collections}
+export ANSIBLE_PIPELINING=1
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
+timeout_s=${MOLECULE_SCENARIO_TIMEOUT:-1800}
+log_dir=${MOLECULE_LOG_DIR:-$repo/tests/output/molecule}
+mkdir -p "$log_dir"
+
+if ! timeout 10 docker info >/dev/null 2>&1; then
+  echo "no Docker engine answers: run tests/hosts/docker-engine.sh first" >&2
+  exit 2
+fi
+if [[ -z ${MOLECULE_HOST_IMAGE:-} ]]; then
+  MOLECULE_HOST_IMAGE=$("$here/build-image.sh")
+fi
+export MOLECULE_HOST_IMAGE
+
+if (($# > 0)); then
+  scenarios=("$@")
+else
+  scenarios=()
+  for file in "$repo"/extensions/molecule/*/molecule.yml; do
+    name=$(basename "$(dirname "$file")")
+    [[ $name == shared ]] || scenarios+=("$name")
+  done
+fi
+for name in "${scenarios[@]}"; do
+  [[ -f $repo/extensions/molecule/$name/molecule.yml ]] || { echo "no scenario: $name" >&2; exit 2; }
+done
+
+declare -A pid_of=() started_at=()
+result_dir=$(mktemp -d)
+
+# Instances are named <scenario>-hN by convention; molecule labels them owner=molecule.
+remove_containers() {
+  local name=$1 ids
+  ids=$(docker ps -aq --filter label=owner=molecule --filter "name=^${name}-h[0-9]+$" 2>/dev/null || true)
+  [[ -z $ids ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
+}
+
+cleanup() {
+  local name
+  for name in "${!pid_of[@]}"; do
+    kill -TERM -- "-${pid_of[$name]}" 2>/dev/null || true
+  done
+  for name in "${!pid_of[@]}"; do
+    wait "${pid_of[$name]}" 2>/dev/null || true
+    remove_containers "$name"
+  done
+  rm -rf "$result_dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+run_one() {
+  local name=$1
+  cd "$repo"
+  set +e
+  timeout --kill-after=30 "$timeout_s" molecule test -s "$name" >"$log_dir/$name.log" 2>&1
+  echo $? >"$result_dir/$name.rc"
+}
+
+report() {
+  local name=$1 rc
+  rc=$(cat "$result_dir/$name.rc" 2>/dev/null || echo 255)
+  remove_containers "$name"
+  if [[ $rc == 0 ]]; then
+    printf 'PASS %-24s %4d s  %s\n' "$name" $((SECONDS - started_at[$name])) "$log_dir/$name.log"
+  else
+    printf 'FAIL %-24s %4d s  rc=%s  %s\n' "$name" $((SECONDS - started_at[$name])) "$rc" "$log_dir/$name.log"
+  fi
+  unset "pid_of[$name]"
+}
+
+wait_for_one() {
+  local done_pid name
+  wait -n -p done_pid "${pid_of[@]}" || true
+  for name in "${!pid_of[@]}"; do
+    if [[ ${pid_of[$name]} == "$done_pid" ]]; then
+      report "$name"
+      return
+    fi
+  done
+}
+
+echo "running ${#scenarios[@]} scenario(s), $jobs at a time, image $MOLECULE_HOST_IMAGE, logs in $log_dir"
+for name in "${scenarios[@]}"; do
+  while ((${#pid_of[@]} >= jobs)); do wait_for_one; done
+  started_at[$name]=$SECONDS
+  # Own process group, so an interrupt can stop molecule and the ansible processes under it.
+  set -m
+  run_one "$name" &
+  pid_of[$name]=$!
+  set +m
+done
+while ((${#pid_of[@]} > 0)); do wait_for_one; done
+
+passed=0 failed=0
+for name in "${scenarios[@]}"; do
+  if [[ $(cat "$result_dir/$name.rc" 2>/dev/null || echo 255) == 0 ]]; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+done
+echo "$passed passed, $failed failed ($SECONDS s)"
+((failed == 0))
