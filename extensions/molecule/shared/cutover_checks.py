@@ -148,7 +148,18 @@ def host_json(host, path):
 
 
 def host_state(host):
-    return host_json(host, STATE_DIR + "/state.json")
+    """The switch state file of a host, or None when no switch ever ran there."""
+    path = STATE_DIR + "/state.json"
+    return host_json(host, path) if host.file(path).exists else None
+
+
+def incident_note(run_id, hostname):
+    """Text of the incident note of a host in a run, or None."""
+    path = os.path.join(artifacts_dir(), run_id, "incidents", hostname + ".md")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return handle.read()
 
 
 def host_manifest(host):

@@ -11,6 +11,12 @@ def test_service_runs_the_original_c_argv(host):
     assert cc.service_argv(host) == cc.pristine_argv(host)
 
 
+def test_dropin_gone_and_incident_note_written(host):
+    assert not host.file(cc.DROPIN).exists
+    note = cc.incident_note("%s-rollback" % cc.scenario_name(), host.backend.get_hostname())
+    assert note is not None and "argv identical to the freeze: True" in note
+
+
 def test_state_says_c_and_release_is_kept(host):
     assert cc.host_state(host)["current"] == "c"
     assert host.file(cc.go_release_path(cc.staged_go()[1])).is_file

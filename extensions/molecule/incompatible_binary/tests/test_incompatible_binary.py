@@ -16,6 +16,9 @@ def test_run_failed_and_canary_rolled_back():
     assert report["hosts"]["incompatible_binary-h1"]["result"] in ("on_c", "rolled_back")
     for name in ("incompatible_binary-h2", "incompatible_binary-h3"):
         assert report["hosts"][name]["result"] == "on_c"
+        assert "flip" not in report["hosts"][name]["stages"]
+    # The binary's own words are quoted.
+    assert "flag provided but not defined: -p" in cc.report_texts()["report.json"]
 
 
 def test_every_host_runs_c_again(host):

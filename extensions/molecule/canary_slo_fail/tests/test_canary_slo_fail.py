@@ -1,0 +1,42 @@
+"""A canary whose error counters climb on Go is rolled back automatically; no other host is touched."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import cutover_checks as cc  # noqa: E402
+
+CANARY = "canary_slo_fail-h1"
+
+
+def test_run_fails_naming_host_and_metric():
+    run = cc.playbook_run()
+    assert run["rc"] == 2
+    output = "\n".join(run["stdout_tail"])
+    assert CANARY in output and "success_rate" in output
+
+
+def test_canary_judged_and_rolled_back():
+    report = cc.load_report()
+    assert report["result"] == "failed"
+    canary = report["hosts"][CANARY]
+    assert canary["result"] == "rolled_back"
+    assert canary["verdict"] == "fail"
+    assert "success_rate" in [failure["metric"] for failure in canary["failures"]]
+    assert canary["rollback_timings"]["unavailable_ms"] is not None
+    note = cc.incident_note(cc.first_run_id(), CANARY)
+    assert note is not None and "success_rate" in note
+
+
+def test_other_hosts_never_flipped():
+    report = cc.load_report()
+    for name, entry in report["hosts"].items():
+        if name != CANARY:
+            assert entry["result"] == "on_c"
+            assert "flip" not in entry["stages"]
+
+
+def test_every_host_runs_c_with_its_original_argv(host):
+    assert cc.service_argv(host) == cc.pristine_argv(host)
+    assert not host.file(cc.DROPIN).exists
+    assert cc.leaked_secrets(host, cc.report_texts()) == []

@@ -1,0 +1,32 @@
+"""The backend config changes after the freeze: the next run refuses and flips nothing."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
+import cutover_checks as cc  # noqa: E402
+
+DRIFTED = "config_drift-h2"
+
+
+def test_freeze_run_prepared_without_flipping():
+    report = cc.load_report(cc.first_run_id())
+    assert report["result"] == "success"
+    assert all(entry["result"] == "on_c" for entry in report["hosts"].values())
+
+
+def test_drift_run_refused_naming_host_and_file():
+    run = cc.playbook_run("drift")
+    assert run["rc"] == 2
+    report = cc.load_report("config_drift-drift")
+    assert report["result"] == "failed"
+    assert report["hosts"][DRIFTED]["result"] == "on_c"
+    assert "proxy-multi.conf" in report["hosts"][DRIFTED]["reason"]
+    assert DRIFTED in "\n".join(run["stdout_tail"])
+
+
+def test_nothing_flipped(host):
+    assert cc.service_argv(host) == cc.pristine_argv(host)
+    assert not host.file(cc.DROPIN).exists
+    assert cc.host_state(host) is None or cc.host_state(host)["current"] == "c"
+    assert cc.vendor_unit_unchanged(host)
