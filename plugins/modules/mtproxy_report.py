@@ -163,6 +163,9 @@ def main():
                 write_record(run_dir, params["host"], params["stage"], params["record"])
         run = params["run"] or load_run(run_dir)
         if not run.get("run_id"):
+            if module.check_mode:
+                # A dry run never wrote run.json: there is nothing to render.
+                module.exit_json(changed=False, report={}, json_path=None, markdown_path=None, result=None)
             module.fail_json(msg="no run facts in %s: pass run= once when the run starts" % run_dir)
         report = build_report(
             run_dir, run["run_id"], run.get("playbook"), started_at=run.get("started_at"),

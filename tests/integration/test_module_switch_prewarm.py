@@ -66,7 +66,7 @@ def sh(name, script, check=True, timeout=120):
     out = proc.stdout.decode(errors='replace')
     if check and proc.returncode != 0:
         raise AssertionError('%s failed (%d): %s %s' % (script, proc.returncode, out,
-                                                       proc.stderr.decode(errors='replace')))
+                                                        proc.stderr.decode(errors='replace')))
     return out
 
 

@@ -150,7 +150,8 @@ GO_404_BODY = "404 page not found\n"
 GARBAGE_BODY = "<html><body>standin garbage</body></html>\n"
 
 C_USAGE = (
-    'usage: {argv0} [-v] [-6] [-p<port>] [-H<http-port>{,<http-port>}] [-M<workers>] [-u<username>] [-b<backlog>] [-c<max-conn>] [-l<log-name>] [-W<window-size>] <config-file>\n'
+    'usage: {argv0} [-v] [-6] [-p<port>] [-H<http-port>{,<http-port>}] [-M<workers>] [-u<username>] '
+    '[-b<backlog>] [-c<max-conn>] [-l<log-name>] [-W<window-size>] <config-file>\n'
     'mtproxy-0.02 compiled at Nov 27 2026 01:45:17 by gcc 12.2.0 64-bit after commit \n'
     '\tSimple MT-Proto proxy\n'
     '\t--ipv6/-6                          \tenables ipv6 TCP/UDP support\n'
@@ -190,7 +191,8 @@ C_USAGE = (
     '\t--mtproto-secret-file <arg>        \tpath to file with mtproto secrets (comma or whitespace-separated)\n'
 )
 GO_USAGE = (
-    'usage: {argv0} [-v] [-6] [-p<port>] [-H<http-port>{,<http-port>}] [-M<workers>] [-u<username>] [-b<backlog>] [-c<max-conn>] [-l<log-name>] [-W<window-size>] <config-file>\n'
+    'usage: {argv0} [-v] [-6] [-p<port>] [-H<http-port>{,<http-port>}] [-M<workers>] [-u<username>] '
+    '[-b<backlog>] [-c<max-conn>] [-l<log-name>] [-W<window-size>] <config-file>\n'
     'mtproxy-go-dev\n'
     '\tSimple MT-Proto proxy\n'
     '\t-S, --mtproto-secret\t16-byte secret in hex mode\n'
@@ -680,7 +682,7 @@ class Settings(object):
                             if self.has("max-special-connections") else self.max_connections)
         self.window_clamp = to_int(self.last("window-clamp")) if self.has("window-clamp") else 131072
         self.max_accept_rate = to_int(self.last("max-accept-rate")) if self.has("max-accept-rate") else 0
-        self.secrets = [v for v in values.get("mtproto-secret", [])]
+        self.secrets = list(values.get("mtproto-secret", []))
         self.secret_file = self.last("mtproto-secret-file")
         self.aes_pwd = self.last("aes-pwd")
         self.address = self.last("address")
@@ -1185,7 +1187,7 @@ def proc_status_bytes(field):
 def parse_template(text):
     lines = []
     for line in text.splitlines():
-        key, _, value = line.partition(" ")
+        key, _sep, value = line.partition(" ")
         lines.append([key, value])
     return lines
 
@@ -1576,7 +1578,7 @@ class Server(object):
 
     # ---- client connections
     def on_client_accept(self, lsock):
-        for _ in range(256):
+        for _attempt in range(256):
             try:
                 sock, _peer = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -1764,7 +1766,7 @@ class Server(object):
 
     # ---- /stats
     def on_stats_accept(self, lsock):
-        for _ in range(64):
+        for _attempt in range(64):
             try:
                 sock, peer = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -2102,7 +2104,7 @@ def run_c(argv0, args, faults):
     workers = []
     if s.workers > 0:
         log.c("creating %d workers" % s.workers)
-        for _ in range(s.workers):
+        for _worker in range(s.workers):
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:

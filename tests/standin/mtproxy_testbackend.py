@@ -80,7 +80,7 @@ class Sink(object):
             self.sel.register(sock, selectors.EVENT_READ, self.on_accept)
 
     def on_accept(self, lsock):
-        for _ in range(64):
+        for _attempt in range(64):
             try:
                 sock, _peer = lsock.accept()
             except (BlockingIOError, InterruptedError):
@@ -116,7 +116,7 @@ class Sink(object):
         while not self.stop and time.monotonic() < self.deadline:
             for key, _mask in self.sel.select(TICK_S):
                 key.data(key.fileobj)
-        for _ in range(16):  # count what already arrived before closing (bounded)
+        for _round in range(16):  # count what already arrived before closing (bounded)
             events = self.sel.select(0)
             if not events:
                 break
@@ -129,7 +129,7 @@ class Sink(object):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--host", default="127.0.0.1", help="loopback address for --port (default 127.0.0.1)")
     parser.add_argument("--port", action="append", default=[], help="port(s) to listen on; repeatable, comma lists ok")
     parser.add_argument("--from-config", metavar="PATH", help="also listen on the loopback targets of this proxy-multi.conf")

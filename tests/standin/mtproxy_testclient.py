@@ -111,7 +111,7 @@ class Run(object):
                 sock.sendall(junk_header())
             else:
                 sock.sendall(valid_header())
-                for _ in range(self.args.packets):
+                for _packet in range(self.args.packets):
                     if self.stop or self.left() <= 0:
                         break
                     time.sleep(0.005)
@@ -153,7 +153,7 @@ class Run(object):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=("junk", "obf", "mixed", "held"), default="junk")

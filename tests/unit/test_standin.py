@@ -100,6 +100,14 @@ def try_stats(port):
         return None
 
 
+def stats_matching(port, predicate, fetch_stats=stats, timeout=5.0):
+    """The first /stats of port that satisfies predicate, or None when none did within timeout."""
+    def matching():
+        current = fetch_stats(port)
+        return current if current and predicate(current) else None
+    return wait_for(matching, timeout=timeout)
+
+
 def refuses(port):
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -364,11 +372,11 @@ def test_missing_config_exits_1_in_both_flavours(lab):
 
 
 def test_missing_aes_pwd_c_exits_go_runs(lab):
-    args = lambda: ["-p", str(free_port()), "--http-stats", "-H", str(free_port()), "--aes-pwd", "nope",
-                    "backend.conf"]
-    rc, proxy = lab.run("c", args())
+    def fresh_args():
+        return ["-p", str(free_port()), "--http-stats", "-H", str(free_port()), "--aes-pwd", "nope", "backend.conf"]
+    rc, proxy = lab.run("c", fresh_args())
     assert rc == 1 and "fatal: cannot load secret definition file `nope'" in proxy.stderr()
-    go_args = args()
+    go_args = fresh_args()
     proxy = lab.start("go", go_args)
     assert wait_for(lambda: (try_stats(int(go_args[1])) or {}).get("has_current_config") == "1")
 
@@ -456,7 +464,7 @@ def test_c_without_workers_counts_accepts_twice_and_drops_packets(lab):
     before = stats(proxy.stats_port)
     assert run_client(proxy.client_port, "--mode", "junk", "--count", "10")["connected"] == 10
     assert run_client(proxy.client_port, "--mode", "obf", "--count", "5", "--packets", "2")["packets_sent"] == 10
-    after = wait_for(lambda: (lambda s: s if s["dropped_queries"] == "10" else None)(stats(proxy.stats_port)))
+    after = stats_matching(proxy.stats_port, lambda s: s["dropped_queries"] == "10")
     assert after, "dropped_queries did not reach 10"
     accepted = int(after["inbound_connections_accepted"]) - int(before["inbound_connections_accepted"])
     # 15 client connects x 2, plus 2 per /stats request after the first one
@@ -469,7 +477,7 @@ def test_c_with_workers_moves_no_accept_counter(lab):
     before = stats(proxy.stats_port)
     run_client(proxy.client_port, "--mode", "junk", "--count", "10")
     run_client(proxy.client_port, "--mode", "obf", "--count", "3", "--packets", "2")
-    after = wait_for(lambda: (lambda s: s if s["dropped_queries"] == "6" else None)(stats(proxy.stats_port)))
+    after = stats_matching(proxy.stats_port, lambda s: s["dropped_queries"] == "6")
     assert after
     stats_requests = int(after["http_queries"]) - int(before["http_queries"])
     assert int(after["inbound_connections_accepted"]) - int(before["inbound_connections_accepted"]) == 2 * stats_requests
@@ -493,7 +501,7 @@ def test_go_counts_invalid_handshakes_and_dropped_packets(lab):
     proxy = lab.serve("go")
     run_client(proxy.client_port, "--mode", "junk", "--count", "10")
     run_client(proxy.client_port, "--mode", "obf", "--count", "5", "--packets", "2")
-    after = wait_for(lambda: (lambda s: s if s["ingress_closed_connections"] == "15" else None)(stats(proxy.stats_port)))
+    after = stats_matching(proxy.stats_port, lambda s: s["ingress_closed_connections"] == "15")
     assert after
     assert after["ingress_accepted_connections"] == "15"
     assert after["ingress_invalid_frames"] == "10"
@@ -580,14 +588,14 @@ def test_sighup_reloads_go_only(lab):
     lab.write("backend.conf", CHANGED_CONF)
     go.signal(signal.SIGHUP)
     c.signal(signal.SIGHUP)
-    changed = wait_for(lambda: (lambda s: s if s["config_check_calls"] == "2" else None)(stats(go.stats_port)))
+    changed = stats_matching(go.stats_port, lambda s: s["config_check_calls"] == "2")
     assert changed and changed["config_size"] == "158" and changed["config_auth_clusters"] == "5"
     assert changed["config_md5"] != first["config_md5"] and changed["config_reload_success"] == "2"
     assert wait_for(lambda: "received signal 01" in c.stderr())
     assert stats(c.stats_port)["config_md5"] == c_first["config_md5"]
     lab.write("backend.conf", BROKEN_CONF)
     go.signal(signal.SIGHUP)
-    broken = wait_for(lambda: (lambda s: s if s["config_check_calls"] == "3" else None)(stats(go.stats_port)))
+    broken = stats_matching(go.stats_port, lambda s: s["config_check_calls"] == "3")
     assert broken["config_reload_success"] == "2" and broken["config_md5"] == changed["config_md5"]
     assert broken["config_reload_last_error"].startswith("invalid proxy_for directive: ")
     assert "configuration reload failed: invalid proxy_for directive" in go.stderr()
@@ -805,7 +813,7 @@ def backend_lab(lab):
 
 
 def stats_when(port, predicate):
-    return wait_for(lambda: (lambda s: s if s and predicate(s) else None)(try_stats(port)), timeout=8)
+    return stats_matching(port, predicate, fetch_stats=try_stats, timeout=8)
 
 
 FRAME_BYTES = 4 + 40  # intermediate length prefix + the test client's default payload
@@ -885,7 +893,7 @@ def test_testbackend_reads_loopback_targets_from_config_and_bounds_connections(t
                     "proxy_for 2 149.154.175.50:8888;\nproxy 127.0.0.1:%d;\ndefault 1;\n" % (ports[0], ports[0], ports[1]))
     sink = sinks([], "--from-config", str(conf), "--max-connections", "2")
     assert sink.ready == {"listening": ["127.0.0.1:%d" % p for p in ports]}
-    held = [socket.create_connection(("127.0.0.1", ports[0]), timeout=2) for _ in range(3)]
+    held = [socket.create_connection(("127.0.0.1", ports[0]), timeout=2) for _client in range(3)]
     try:
         held[0].sendall(b"x" * 100)
         assert held[2].recv(1) == b""  # the third one is closed at once
@@ -898,10 +906,10 @@ def test_testbackend_reads_loopback_targets_from_config_and_bounds_connections(t
 
 def test_testbackend_stops_by_itself_and_refuses_non_loopback():
     out = subprocess.run([sys.executable, TESTBACKEND, "--port", str(free_port()), "--max-seconds", "0.3"],
-                         stdout=subprocess.PIPE, timeout=30)
+                         stdout=subprocess.PIPE, timeout=30, check=False)
     assert out.returncode == 0 and json.loads(out.stdout.decode().splitlines()[-1])["accepted"] == 0
     bad = subprocess.run([sys.executable, TESTBACKEND, "--host", "10.0.0.1", "--port", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
     assert bad.returncode == 2 and b"loopback" in bad.stderr
 
 
@@ -933,7 +941,7 @@ def test_mixed_traffic_is_bounded_by_time_and_prints_its_summary_on_sigterm(lab)
     assert runner.returncode == 0 and summary["mode"] == "mixed" and summary["connected"] >= 1
     for flag in (["--junk-share", "1.5"], ["--host", "10.0.0.1"], ["--max-seconds", "601"]):
         bad = subprocess.run([sys.executable, TESTCLIENT, "--port", "1", "--mode", "mixed"] + flag,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
         assert bad.returncode == 2, flag
 
 

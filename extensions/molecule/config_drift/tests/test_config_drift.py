@@ -22,7 +22,7 @@ def test_drift_run_refused_naming_host_and_file():
     assert report["result"] == "failed"
     assert report["hosts"][DRIFTED]["result"] == "on_c"
     assert "proxy-multi.conf" in report["hosts"][DRIFTED]["reason"]
-    assert DRIFTED in "\n".join(run["stdout_tail"])
+    assert DRIFTED in run["stdout"]
 
 
 def test_nothing_flipped(host):
@@ -30,3 +30,11 @@ def test_nothing_flipped(host):
     assert not host.file(cc.DROPIN).exists
     assert cc.host_state(host) is None or cc.host_state(host)["current"] == "c"
     assert cc.vendor_unit_unchanged(host)
+
+
+def test_check_mode_showed_the_dropin_without_secrets(host):
+    run = cc.playbook_run("check")
+    assert run["rc"] == 0
+    assert "99-mtproxy-cutover.conf" in run["stdout"]
+    assert "ExecStart=/opt/MTProxy/releases/go-" in run["stdout"]
+    assert cc.leaked_secrets(host, {"check run output": run["stdout"]}) == []

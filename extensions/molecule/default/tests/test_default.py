@@ -11,7 +11,7 @@ CANARIES = {"default-h1"}
 
 
 def test_main_pid_runs_the_go_release_with_the_c_args(host):
-    _, sha256 = cc.staged_go()
+    _go_path, sha256 = cc.staged_go()
     argv = cc.service_argv(host)
     assert argv, "MTProxy has no MainPID"
     assert argv[0] == cc.go_release_path(sha256)

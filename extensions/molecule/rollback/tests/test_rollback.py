@@ -29,3 +29,16 @@ def test_rollback_report(host):
     assert report["result"] == "success"
     assert report["hosts"][host.backend.get_hostname()]["result"] in ("rolled_back", "on_c")
     assert cc.leaked_secrets(host, cc.report_texts(run_id)) == []
+
+
+def test_drill_switched_twice_within_the_envelope():
+    report = cc.load_report("%s-drill" % cc.scenario_name())
+    assert report["result"] == "success", report.get("reason")
+    canary = report["hosts"]["rollback-h1"]
+    outcome = canary["stages"]["outcome"]
+    assert outcome["envelope_ok"] is True
+    envelope = outcome["envelope"]
+    for key in ("go_start_ms", "c_start_ms"):
+        assert float(envelope[key]) <= float(envelope["limit_start_ms"])
+    assert canary["stages"]["flip"]["timings"]["unavailable_ms"] > 0
+    assert canary["stages"]["rollback"]["argv_matches"] is True
