@@ -26,11 +26,6 @@ description:
   - Only loopback addresses are queried. Read-only; runs the same in check mode.
   - Takes at most about O(samples) x (O(interval) + O(timeout)) seconds.
 options:
-  url:
-    description:
-      - URL of the stats page. The host must be a loopback address (127.0.0.0/8, C(::1), C(localhost)).
-    type: str
-    default: http://127.0.0.1:8888/stats
   samples:
     description:
       - Number of scrapes in the window (1 to 3600). Counters need at least 2 successful ones.
@@ -46,11 +41,6 @@ options:
       - Seconds for each scrape as a whole (connect, headers and body), above 0 and at most 60.
     type: float
     default: 2.0
-  max_bytes:
-    description:
-      - Largest body accepted; a larger one is a scrape error of class C(too_large).
-    type: int
-    default: 1048576
   thresholds:
     description:
       - Limits replacing the defaults, by name; null disables a rule. Defaults and their source are
@@ -90,13 +80,8 @@ options:
         M(mtproxy.cutover.mtproxy_stats).'
     type: dict
     default: {}
-attributes:
-  check_mode:
-    description: Read-only; runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
+extends_documentation_fragment:
+  - mtproxy.cutover.stats_endpoint
 seealso:
   - module: mtproxy.cutover.mtproxy_stats
 author:

@@ -21,21 +21,11 @@ description:
   - Fails when the page cannot be fetched or is not a C(/stats) answer; the result then names the
     error class in RV(error).
 options:
-  url:
-    description:
-      - URL of the stats page. The host must be a loopback address (127.0.0.0/8, C(::1), C(localhost)).
-    type: str
-    default: http://127.0.0.1:8888/stats
   timeout:
     description:
       - Seconds for the whole request (connect, headers and body).
     type: float
     default: 2.0
-  max_bytes:
-    description:
-      - Largest body accepted; a larger one is an error of class C(too_large).
-    type: int
-    default: 1048576
   metric_overrides:
     description:
       - 'Per-metric replacement of the key table, as C({metric: {c: SPEC, go: SPEC}}).'
@@ -43,13 +33,8 @@ options:
       - A new metric may be added by also giving C(kind) (C(counter), C(gauge), C(flag) or C(identity)).
     type: dict
     default: {}
-attributes:
-  check_mode:
-    description: Read-only; runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
+extends_documentation_fragment:
+  - mtproxy.cutover.stats_endpoint
 author:
   - mtproxy.cutover contributors (@mtproxy-cutover)
 '''
