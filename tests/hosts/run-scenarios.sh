@@ -128,5 +128,6 @@ for name in "${scenarios[@]}"; do
     failed=$((failed + 1))
   fi
 done
-echo "$passed passed, $failed failed ($SECONDS s)"
+echo "scenarios finished in $SECONDS s"
+echo "scenarios: $passed passed, $failed failed"
 ((failed == 0))
