@@ -6,25 +6,38 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
 import cutover_checks as cc  # noqa: E402
 
+CRASHING = "crash_mid_wave-h3"
 EXPECTED = {
     "crash_mid_wave-h1": "on_go",
     "crash_mid_wave-h2": "on_go",
-    "crash_mid_wave-h3": "rolled_back",
+    CRASHING: "rolled_back",
     "crash_mid_wave-h4": "on_c",
 }
 
 
-def test_report_results():
-    assert cc.playbook_run()["rc"] == 2
+def test_crash_rolls_back_the_host_and_stops_the_waves():
+    run = cc.playbook_run()
+    assert run["rc"] == 2
     report = cc.load_report()
     assert {name: entry["result"] for name, entry in report["hosts"].items()} == EXPECTED
+    assert report["hosts"][CRASHING]["verdict"] == "fail" or "did not come up" in report["hosts"][CRASHING]["reason"]
+    assert "flip" not in report["hosts"]["crash_mid_wave-h4"]["stages"]
+    assert cc.incident_note(cc.first_run_id(), CRASHING) is not None
 
 
-def test_host_runs_what_the_report_says(host):
-    name = host.backend.get_hostname()
-    argv = cc.service_argv(host)
-    if EXPECTED[name] == "on_go":
-        assert argv[0] == cc.go_release_path(cc.staged_go()[1])
-        assert argv[1:] == cc.pristine_argv(host)[1:]
-    else:
-        assert argv == cc.pristine_argv(host)
+def test_fleet_scope_rolls_back_the_earlier_hosts_too():
+    assert cc.playbook_run("fleet")["rc"] == 2
+    report = cc.load_report("crash_mid_wave-fleet")
+    results = {name: entry["result"] for name, entry in report["hosts"].items()}
+    assert results == {
+        "crash_mid_wave-h1": "rolled_back",
+        "crash_mid_wave-h2": "rolled_back",
+        CRASHING: "rolled_back",
+        "crash_mid_wave-h4": "on_c",
+    }
+    assert "fleet rollback" in report["hosts"]["crash_mid_wave-h1"]["reason"]
+
+
+def test_every_host_ends_on_c_with_its_original_argv(host):
+    assert cc.service_argv(host) == cc.pristine_argv(host)
+    assert not host.file(cc.DROPIN).exists
