@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import errno
 import json
 import os
 import socket
@@ -39,6 +40,13 @@ DROPIN_HEADER = (
 # whether it already gave up (asking costs a process spawn, so not on every probe).
 PROBE_INTERVAL = 0.001
 STATE_CHECK_INTERVAL = 0.2
+# How the old process is stopped before the new one starts (module option ``handover``):
+# wait_exit waits for the unit to stop by itself; listeners_closed ends the old processes as soon as
+# the client port refuses connections (the Go port drains open clients for ~2 s after closing it).
+HANDOVERS = ('listeners_closed', 'wait_exit')
+# A process that exits this soon after closing its listeners (C does in a few ms) ends by itself;
+# only one that keeps draining (Go with open clients, ~2 s) is ended early.
+HANDOVER_GRACE = 0.02
 
 
 class SwitchError(Exception):
@@ -350,6 +358,21 @@ def tcp_accepts(port, host='127.0.0.1', timeout=0.05):
         sock.close()
 
 
+def port_refuses(port, host='127.0.0.1', timeout=0.05):
+    """True only when a connect is actively refused (nothing listens); a timeout is not a refusal."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((host, port))
+        return False
+    except socket.timeout:
+        return False
+    except OSError as exc:
+        return exc.errno == errno.ECONNREFUSED
+    finally:
+        sock.close()
+
+
 def listening_inodes(port):
     """Socket inodes listening on TCP ``port`` (IPv4 and IPv6)."""
     inodes = set()
@@ -492,11 +515,22 @@ def ms(seconds):
     return round(seconds * 1000.0, 3)
 
 
-def stop_measured(systemd, old_pid, stop_timeout):
-    """Stop the unit; (stop_ms, killed). Past ``stop_timeout`` the unit is SIGKILLed via systemctl kill."""
+def stop_measured(systemd, old_pid, stop_timeout, handover='wait_exit', client_port=None):
+    """Stop the unit; (stop_ms, killed, t0, handover_at, ended_early).
+
+    A ``systemctl stop`` job runs in every case, so ExecStop=, KillMode= and KillSignal= apply and
+    Restart= does not fire. Past ``stop_timeout`` the unit is SIGKILLed via systemctl kill.
+    With ``handover='listeners_closed'`` and a client port the old process listened on, the unit's
+    processes are SIGKILLed (same call) as soon as that port refuses connections while the old main
+    process still runs (it is draining); ``handover_at`` is then that moment, else None, and
+    ``ended_early`` tells whether the SIGKILL was sent (the old process had not exited by itself).
+    """
+    watch_port = handover == 'listeners_closed' and client_port and pid_alive(old_pid) and tcp_accepts(client_port)
     t0 = time.monotonic()
     proc = subprocess.Popen(['systemctl', 'stop', systemd.unit], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     gone_at = None
+    handover_at = None
+    ended_early = False
     killed = False
     deadline = t0 + stop_timeout
     while True:
@@ -505,6 +539,15 @@ def stop_measured(systemd, old_pid, stop_timeout):
             gone_at = now
         if proc.poll() is not None and gone_at is not None:
             break
+        if watch_port and handover_at is None and gone_at is None and port_refuses(client_port):
+            handover_at = time.monotonic()
+        if (handover_at is not None and not ended_early and gone_at is None
+                and now - handover_at >= HANDOVER_GRACE and pid_alive(old_pid)):
+            # Listeners are closed and the old process still drains: new clients are refused until
+            # the new binary runs, so do not wait for the drain. SIGKILL like systemd's own stop
+            # timeout; the stop job then ends.
+            run(['systemctl', 'kill', '--signal=SIGKILL', systemd.unit], timeout=30)
+            ended_early = True
         if now > deadline and not killed:
             run(['systemctl', 'kill', '--signal=SIGKILL', systemd.unit], timeout=30)
             killed = True
@@ -515,7 +558,7 @@ def stop_measured(systemd, old_pid, stop_timeout):
             raise SwitchError('%s did not stop within %ss even after SIGKILL' % (systemd.unit, stop_timeout + 30))
         time.sleep(PROBE_INTERVAL)
     proc.communicate()
-    return ms(gone_at - t0), killed, t0
+    return ms(gone_at - t0), killed, t0, handover_at, ended_early
 
 
 def wait_listening(systemd, port, deadline, start_proc=None):
@@ -536,18 +579,23 @@ def wait_listening(systemd, port, deadline, start_proc=None):
     return None, props
 
 
-def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_timeout):
+def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_timeout, handover='wait_exit'):
     """stop, start, wait for the client port (then the stats port). Returns (timings, failure or None)."""
     old_pid = systemd.main_pid()
-    stop_ms, killed, t0 = stop_measured(systemd, old_pid, stop_timeout)
+    # Before the stop, not between stop and start: clears the start rate limit and a failed state
+    # without adding a systemctl round trip to the time clients are refused. A unit that ends
+    # failed by the stop (SIGKILL) is started from that state, which systemd allows.
     run(['systemctl', 'reset-failed', systemd.unit], timeout=30)
+    stop_ms, killed, t0, handover_at, ended_early = stop_measured(systemd, old_pid, stop_timeout, handover, client_port)
     started = time.monotonic()
     start_proc = subprocess.Popen(['systemctl', 'start', systemd.unit], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
     deadline = started + listen_timeout
     accepted_at, props = wait_listening(systemd, client_port, deadline, start_proc)
     timings = {'stop_ms': stop_ms, 'start_ms': None, 'unavailable_ms': None, 'stats_ms': None,
-               'killed_after_stop_timeout': killed}
+               'killed_after_stop_timeout': killed, 'handover': handover,
+               'listeners_closed_ms': ms(handover_at - t0) if handover_at is not None else None,
+               'ended_after_listeners_closed': ended_early}
     try:
         start_proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -650,12 +698,14 @@ def prove_process(manifest, target, binary, method, pid, secrets):
 
 def switch_service(service, state_dir, target, binary=None, method='dropin', listen_timeout=15.0,
                    stop_timeout=30.0, check_mode=False, systemd_dir=SYSTEMD_DIR, force_restart=False,
-                   journal_lines=0):
+                   journal_lines=0, handover='listeners_closed'):
     """Point ``service`` at ``target`` and restart it; returns the module result (without secrets)."""
     if target not in TARGETS:
         raise SwitchError('target must be one of %s' % ', '.join(TARGETS))
     if method not in METHODS:
         raise SwitchError('method must be one of %s' % ', '.join(METHODS))
+    if handover not in HANDOVERS:
+        raise SwitchError('handover must be one of %s' % ', '.join(HANDOVERS))
     manifest = load_manifest(state_dir, service)
     state = load_state(state_dir, service)
     secrets = manifest_secrets(manifest)
@@ -716,7 +766,7 @@ def switch_service(service, state_dir, target, binary=None, method='dropin', lis
     if not client_port:
         raise SwitchError('the manifest has no client port to wait for')
     timings, failure = restart_measured(systemd, int(client_port), manifest.get('stats_port'),
-                                        float(listen_timeout), float(stop_timeout))
+                                        float(listen_timeout), float(stop_timeout), handover)
     result.update(timings=timings, restarted=True)
     main_pid = systemd.main_pid()
     result['main_pid'] = main_pid

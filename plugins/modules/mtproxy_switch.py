@@ -19,7 +19,8 @@ description:
     Removing the drop-in returns the service to the C binary.
   - With O(method=symlink) the C(ExecStart) binary path must already be a symlink (C(current -> release));
     it is replaced atomically.
-  - Restarts the service (stop, then start), measures how long the client port refused connections,
+  - Restarts the service (stop, then start; see O(handover) for when the start may begin), measures how
+    long the client port refused connections,
     waits for the stats port, and proves that the new main process runs the frozen argv with only the
     program replaced.
   - Records every switch in C(<state_dir>/<service>/state.json) (mode 0600).
@@ -65,6 +66,25 @@ options:
         SIGKILL through C(systemctl kill) (a binary hung on SIGTERM cannot block a switch).
     type: float
     default: 30
+  handover:
+    description:
+      - When the new binary may start. The stop is always a C(systemctl stop) job (ExecStop=, KillMode=
+        and KillSignal= of the unit apply; Restart= does not fire).
+      - V(listeners_closed) starts the new binary as soon as the old one stops accepting clients. If the
+        old main process still runs 20 ms after the first client port started refusing connections on
+        127.0.0.1 (the Go port closes its listeners at once on SIGTERM but drains open clients for
+        about 2 s; C exits within a few ms and is never cut short), the unit's
+        processes are ended with SIGKILL through C(systemctl kill), as a stop timeout would. Clients
+        still connected to the old process are cut then instead of after its own drain, and the unit
+        records the stop as result C(signal) (so C(OnFailure=) units see a failure) until the new
+        process starts. When the old process never listened on that port, this is the same as
+        V(wait_exit).
+      - V(wait_exit) waits until the old process exited by itself (up to O(stop_timeout)); its open
+        clients get the whole drain, new clients are refused for all of it.
+      - O(stop_timeout) bounds both.
+    type: str
+    default: listeners_closed
+    choices: [listeners_closed, wait_exit]
   force_restart:
     description:
       - Restart and measure even when the service already runs the target with the frozen argv
@@ -126,9 +146,13 @@ timings:
       C(systemctl start) until the client port accepted, C(unavailable_ms) from the stop until the client
       port accepted, C(stats_ms) from the start until the stats port accepted,
       C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
+    - C(handover) the O(handover) used, C(listeners_closed_ms) from the stop until the client port refused
+      while the old process still ran (null if it exited first or with O(handover=wait_exit)),
+      C(ended_after_listeners_closed) whether the old processes were then ended with SIGKILL.
   returned: always
   type: dict
-  sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, killed_after_stop_timeout: false}
+  sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, killed_after_stop_timeout: false,
+           handover: listeners_closed, listeners_closed_ms: null, ended_after_listeners_closed: false}
 argv_matches:
   description: Whether the live main process runs the expected argv (frozen argv, program replaced for Go).
   returned: always
@@ -187,6 +211,7 @@ def main():
             stop_timeout=dict(type='float', default=30),
             force_restart=dict(type='bool', default=False),
             journal_lines=dict(type='int', default=0),
+            handover=dict(type='str', default='listeners_closed', choices=['listeners_closed', 'wait_exit']),
         ),
         required_if=[('target', 'go', ['binary'])],
         supports_check_mode=True,
@@ -196,7 +221,7 @@ def main():
         result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
                                 params['method'], params['listen_timeout'], params['stop_timeout'],
                                 check_mode=module.check_mode, force_restart=params['force_restart'],
-                                journal_lines=params['journal_lines'])
+                                journal_lines=params['journal_lines'], handover=params['handover'])
     except SwitchError as exc:
         details = dict(exc.details)
         details.pop('diff', None)

@@ -370,3 +370,131 @@ def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
     assert state['current'] == 'go' and state['history'][-1]['result'] == 'recorded'
 
 
+# --- stop with handover: do not wait for a process that drains after closing its listeners ---------
+
+DRAINER = r'''
+import signal, socket, sys, time
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(('127.0.0.1', 0))
+server.listen(16)
+listen, drain = sys.argv[1] == 'listen', float(sys.argv[2])
+port = server.getsockname()[1]
+if not listen:
+    server.close()
+def stop(signum, frame):
+    if listen:
+        server.close()
+    time.sleep(drain)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print(port, flush=True)
+time.sleep(30)
+'''
+
+
+class StopJob(object):
+    """`systemctl stop`: SIGTERM to the service process; done once the process is gone."""
+
+    def __init__(self, child):
+        self.child = child
+        self.returncode = None
+        child.send_signal(15)
+
+    def poll(self):
+        if self.child.poll() is not None:
+            self.returncode = 0
+        return self.returncode
+
+    def kill(self):
+        pass
+
+    def communicate(self, timeout=None):
+        self.child.wait(timeout=timeout or 30)
+        self.returncode = 0
+        return b'', b''
+
+
+@pytest.fixture
+def service(monkeypatch):
+    """Start a drainer ('listen' or 'quiet', drain seconds) as the unit's process; record systemctl calls."""
+    children = []
+    calls = []
+
+    def start(mode, drain):
+        child = subprocess.Popen([sys.executable, '-c', DRAINER, mode, str(drain)], stdout=subprocess.PIPE)
+        port = int(child.stdout.readline())
+        children.append(child)
+
+        def fake_run(argv, timeout=60):
+            calls.append(list(argv))
+            if argv[:2] == ['systemctl', 'kill'] and child.poll() is None:
+                child.kill()
+            return 0, '', ''
+
+        monkeypatch.setattr(switch, 'run', fake_run)
+        monkeypatch.setattr(switch.subprocess, 'Popen', lambda argv, **kw: StopJob(child))
+        return child, port
+
+    yield start, calls
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+
+
+SIGKILL_CALL = ['systemctl', 'kill', '--signal=SIGKILL', 'MTProxy.service']
+
+
+def test_listeners_closed_ends_a_draining_process_without_waiting(service):
+    start, calls = service
+    child, port = start('listen', 30)
+    systemd = FakeSystemd({})
+    _stop_ms, killed, _t0, handover_at, ended_early = switch.stop_measured(
+        systemd, child.pid, 60, 'listeners_closed', port)
+    assert child.returncode == -9
+    assert ended_early is True and handover_at is not None and killed is False
+    assert calls == [SIGKILL_CALL]
+
+
+def test_wait_exit_lets_the_old_process_drain(service):
+    start, calls = service
+    child, port = start('listen', 0.3)
+    _stop_ms, killed, _t0, handover_at, ended_early = switch.stop_measured(
+        FakeSystemd({}), child.pid, 60, 'wait_exit', port)
+    assert child.returncode == 0
+    assert (killed, handover_at, ended_early) == (False, None, False)
+    assert calls == []
+
+
+def test_listeners_closed_waits_when_the_process_never_listened(service):
+    start, calls = service
+    child, port = start('quiet', 0.3)
+    _stop_ms, _killed, _t0, handover_at, ended_early = switch.stop_measured(
+        FakeSystemd({}), child.pid, 60, 'listeners_closed', port)
+    assert child.returncode == 0 and handover_at is None and ended_early is False
+    assert calls == []
+
+
+def test_stop_timeout_still_bounds_a_process_that_does_not_exit(service):
+    start, calls = service
+    child, port = start('quiet', 30)
+    _stop_ms, killed, _t0, _handover_at, ended_early = switch.stop_measured(
+        FakeSystemd({}), child.pid, 0.3, 'listeners_closed', port)
+    assert killed is True and ended_early is False and child.returncode == -9
+    assert calls == [SIGKILL_CALL]
+
+
+def test_port_refuses_only_on_an_actual_refusal():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    assert switch.port_refuses(port) is False
+    server.close()
+    assert switch.port_refuses(port) is True
+
+
+def test_unknown_handover_is_refused(tmp_path):
+    with pytest.raises(SwitchError, match='handover must be one of'):
+        switch.switch_service('MTProxy', str(tmp_path), 'c', handover='sometime')

@@ -1,0 +1,397 @@
+"""`make bench`: flip window, fleet scale and judge cost of mtproxy.cutover on local test hosts.
+
+Boots max(BENCH_SIZES) systemd containers (fleet prefix BENCH_PREFIX, default "bench"), makes them
+C hosts (tests/hosts/prepare_proxy_host.yml, stand-in binaries unless MTPROXY_C_BINARY /
+MTPROXY_GO_BINARY are set), then:
+  1. flip window on the first host: prober.py (1 ms connect loop inside the host) during the
+     flip_binary role (C -> Go) and the rollback role (Go -> C, without and with 20 held clients),
+     next to floor.py (the same binaries stopped and started by hand) — BENCH_REPEATS rounds;
+  2. fleet scale: wall time of cutover.yml on each size of BENCH_SIZES with short fixed windows;
+  3. judge cost (judge_cost.py).
+Prints a table and writes artifacts/bench/results.json. The fleet is removed on exit.
+
+Environment: BENCH_SIZES=1,5,10,20 BENCH_REPEATS=5 BENCH_WAIT_EXIT_REPEATS=2 BENCH_PREFIX=bench
+BENCH_FORKS=25 BENCH_SKIP=flip,fleet,judge (any of them) BENCH_KEEP=1 (leave the hosts),
+MOLECULE_HOST_IMAGE (else tests/hosts/build-image.sh is run).
+"""
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+HOSTS_DIR = os.path.join(REPO, 'tests', 'hosts')
+sys.path.insert(0, HERE)
+
+import judge_cost  # noqa: E402
+
+OUT_DIR = os.path.join(REPO, 'artifacts', 'bench')
+HOST_DIR = '/opt/mtproxy-bench'
+CLIENT = '/opt/mtproxy-testclient/mtproxy_testclient.py'
+CLIENT_PORT = 443
+HELD_CLIENTS = 20
+WINDOWS = {'canary': 2, 'wave': 2, 'baseline': 2, 'prewarm': 2, 'interval': 1}
+
+
+def env_list(name, default):
+    return [item.strip() for item in os.environ.get(name, default).split(',') if item.strip()]
+
+
+def log(msg):
+    sys.stderr.write('[bench %5.0fs] %s\n' % (time.monotonic() - STARTED, msg))
+    sys.stderr.flush()
+
+
+STARTED = time.monotonic()
+
+
+class Bench:
+    def __init__(self):
+        self.prefix = os.environ.get('BENCH_PREFIX', 'bench')
+        self.sizes = sorted(int(s) for s in env_list('BENCH_SIZES', '1,5,10,20'))
+        self.repeats = int(os.environ.get('BENCH_REPEATS', '5'))
+        self.wait_exit_repeats = int(os.environ.get('BENCH_WAIT_EXIT_REPEATS', '2'))
+        self.forks = int(os.environ.get('BENCH_FORKS', '25'))
+        self.skip = set(env_list('BENCH_SKIP', ''))
+        self.workdir = OUT_DIR
+        self.stage_dir = os.path.join(self.workdir, 'go-release')
+        self.venv_bin = os.path.dirname(sys.executable)
+        self.env = dict(os.environ)
+        self.env['PATH'] = self.venv_bin + os.pathsep + self.env.get('PATH', '')
+        self.env.setdefault('ANSIBLE_COLLECTIONS_PATH', os.path.join(REPO, '.venv', 'collections'))
+        self.env.update(ANSIBLE_PIPELINING='1', ANSIBLE_FORKS=str(self.forks), ANSIBLE_HOST_KEY_CHECKING='0',
+                        ANSIBLE_STDOUT_CALLBACK='ansible.builtin.default', ANSIBLE_NOCOLOR='1')
+
+    # ---- plumbing
+    def sh(self, argv, timeout=900, check=True, env=None, quiet=True):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env or self.env, check=False)
+        if check and proc.returncode != 0:
+            tail = '\n'.join((proc.stdout + proc.stderr).splitlines()[-40:])
+            raise RuntimeError('%s failed (%d):\n%s' % (' '.join(argv[:3]), proc.returncode, tail))
+        return proc
+
+    def dexec(self, host, *argv, **kw):
+        return self.sh(['docker', 'exec', host] + list(argv), timeout=kw.pop('timeout', 120), **kw)
+
+    def inventory(self, count, canaries=1):
+        path = os.path.join(self.workdir, 'inventory-%d.yml' % count)
+        self.sh([sys.executable, os.path.join(HOSTS_DIR, 'fleet.py'), 'list', '--name-prefix', self.prefix])
+        names = ['%s-h%d' % (self.prefix, i) for i in range(1, count + 1)]
+        lines = ['all:', '  children:', '    mtproxy:', '      vars:',
+                 '        ansible_connection: community.docker.docker',
+                 '        ansible_python_interpreter: /usr/bin/python3', '      hosts:']
+        lines += ['        %s: {}' % n for n in names]
+        lines += ['      children:', '        mtproxy_canary:', '          hosts:']
+        lines += ['            %s: {}' % n for n in names[:canaries]]
+        with open(path, 'w') as handle:
+            handle.write('\n'.join(lines) + '\n')
+        return path
+
+    def playbook(self, inventory, playbook, *extra, **kw):
+        argv = ['ansible-playbook', '-i', inventory, playbook] + list(extra)
+        t0 = time.monotonic()
+        proc = self.sh(argv, check=kw.get('check', True), env=kw.get('env'))
+        return time.monotonic() - t0, proc
+
+    # ---- fleet
+    def up(self):
+        image = os.environ.get('MOLECULE_HOST_IMAGE') or self.sh([os.path.join(HOSTS_DIR, 'build-image.sh')]).stdout.strip()
+        count = max(self.sizes) if 'fleet' not in self.skip else 1
+        self.down(quiet=True)
+        log('booting %d hosts (%s)' % (count, image))
+        self.sh([sys.executable, os.path.join(HOSTS_DIR, 'fleet.py'), 'up', '--name-prefix', self.prefix,
+                 '--count', str(count), '--canaries', '1', '--image', image,
+                 '--inventory', os.path.join(self.workdir, 'inventory-all.yml')], timeout=600)
+        self.all_hosts = count
+        log('preparing them as C hosts')
+        self.playbook(os.path.join(self.workdir, 'inventory-all.yml'), os.path.join(HOSTS_DIR, 'prepare_proxy_host.yml'),
+                      '-e', 'mtproxy_test_stage_dir=%s' % self.stage_dir)
+        with open(os.path.join(self.stage_dir, 'go-binary-vars.yml')) as handle:
+            text = handle.read()
+        self.go_sha = text.split('mtproxy_cutover_go_sha256:')[1].strip().strip('"')
+        self.image = image
+
+    def down(self, quiet=False):
+        self.sh([sys.executable, os.path.join(HOSTS_DIR, 'fleet.py'), 'down', '--name-prefix', self.prefix],
+                check=False, timeout=600)
+
+    # ---- flip window
+    def host_go_binary(self):
+        return '/opt/MTProxy/releases/go-%s/mtproto-proxy-go' % self.go_sha[:12]
+
+    def start_prober(self, host):
+        self.dexec(host, 'rm', '-f', '/tmp/bench-prober.stop', '/tmp/bench-prober.ready')
+        proc = subprocess.Popen(['docker', 'exec', host, 'python3', HOST_DIR + '/prober.py', '--port', str(CLIENT_PORT),
+                                 '--max-seconds', '120', '--stop-file', '/tmp/bench-prober.stop',
+                                 '--ready-file', '/tmp/bench-prober.ready'], stdout=subprocess.PIPE, text=True)
+        for _attempt in range(100):
+            if self.dexec(host, 'test', '-f', '/tmp/bench-prober.ready', check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        time.sleep(0.2)
+        return proc
+
+    def stop_prober(self, host, proc):
+        time.sleep(0.2)
+        self.dexec(host, 'touch', '/tmp/bench-prober.stop')
+        out, _err = proc.communicate(timeout=60)
+        return json.loads(out)
+
+    def last_switch_timings(self, host):
+        state = json.loads(self.dexec(host, 'cat', '/var/lib/mtproxy-cutover/MTProxy/state.json').stdout)
+        return state['history'][-1].get('timings') or {}
+
+    def hold_clients(self, host):
+        self.dexec(host, 'systemd-run', '--unit', 'bench-held', '--collect', '/usr/bin/python3', CLIENT, '--port',
+                   str(CLIENT_PORT), '--mode', 'held', '--count', str(HELD_CLIENTS), '--rate', '0',
+                   '--hold-seconds', '30', '--max-seconds', '40')
+        time.sleep(1.0)
+
+    def release_clients(self, host):
+        self.dexec(host, 'systemctl', 'stop', 'bench-held', check=False)
+
+    def measured_switch(self, host, inventory, action, handover='listeners_closed', held=False):
+        if held:
+            self.hold_clients(host)
+        prober = self.start_prober(host)
+        try:
+            seconds, _proc = self.playbook(inventory, os.path.join(HERE, 'flip.yml'), '-e', 'bench_action=%s' % action,
+                                           '-e', 'bench_go_binary=%s' % self.host_go_binary(),
+                                           '-e', 'bench_handover=%s' % handover)
+        finally:
+            probe = self.stop_prober(host, prober)
+            if held:
+                self.release_clients(host)
+        probe['module_timings'] = self.last_switch_timings(host)
+        probe['playbook_s'] = round(seconds, 2)
+        return probe
+
+    def floor(self, host, src, dst, handover='wait_exit', held=0):
+        out = self.dexec(host, 'python3', HOST_DIR + '/floor.py', '--from-binary', src, '--to-binary', dst,
+                         '--handover', handover, '--held', str(held), timeout=180).stdout
+        return json.loads(out)
+
+    def flip_bench(self):
+        host = '%s-h1' % self.prefix
+        inventory = self.inventory(1)
+        self.dexec(host, 'mkdir', '-p', HOST_DIR)
+        for name in ('prober.py', 'floor.py'):
+            self.sh(['docker', 'cp', os.path.join(HERE, name), '%s:%s/%s' % (host, HOST_DIR, name)])
+        log('flip: freeze and stage on %s' % host)
+        self.playbook(inventory, os.path.join(REPO, 'playbooks', 'cutover.yml'),
+                      '-e', '@%s/go-binary-vars.yml' % self.stage_dir, '-e', 'mtproxy_cutover_stop_after=stage',
+                      '-e', 'mtproxy_cutover_artifacts_dir=%s/runs' % self.workdir,
+                      '-e', 'mtproxy_cutover_baseline_window_s=2', '-e', 'mtproxy_cutover_sample_interval_s=1',
+                      '-e', 'mtproxy_cutover_prewarm_window_s=1')
+        c_bin, go_bin = '/opt/MTProxy/mtproto-proxy', self.host_go_binary()
+        # The other hosts' test clients would compete for the CPU with the flips measured here.
+        self.test_clients('stop')
+        try:
+            return self.flip_rounds(host, inventory, c_bin, go_bin)
+        finally:
+            self.test_clients('start')
+
+    def test_clients(self, action):
+        names = ['%s-h%d' % (self.prefix, i) for i in range(2, self.all_hosts + 1)]
+        procs = [subprocess.Popen(['docker', 'exec', n, 'systemctl', action, 'mtproxy-testclient.service']) for n in names]
+        for proc in procs:
+            proc.wait(timeout=120)
+
+    def flip_rounds(self, host, inventory, c_bin, go_bin):
+        runs = {k: [] for k in ('floor', 'flip', 'rollback', 'rollback_held', 'floor_rollback', 'floor_held',
+                                'rollback_held_wait_exit')}
+        for rnd in range(self.repeats):
+            log('flip: round %d/%d' % (rnd + 1, self.repeats))
+            runs['floor'].append(self.floor(host, c_bin, go_bin))
+            runs['flip'].append(self.measured_switch(host, inventory, 'flip'))
+            runs['rollback_held'].append(self.measured_switch(host, inventory, 'rollback', held=True))
+            runs['flip'].append(self.measured_switch(host, inventory, 'flip'))
+            runs['rollback'].append(self.measured_switch(host, inventory, 'rollback'))
+            runs['floor_rollback'].append(self.floor(host, go_bin, c_bin))
+            runs['floor_held'].append(self.floor(host, go_bin, c_bin, 'listeners_closed', HELD_CLIENTS))
+            if rnd < self.wait_exit_repeats:
+                self.measured_switch(host, inventory, 'flip')
+                runs['rollback_held_wait_exit'].append(
+                    self.measured_switch(host, inventory, 'rollback', handover='wait_exit', held=True))
+        with open(os.path.join(self.workdir, 'flip-runs.json'), 'w') as handle:
+            json.dump(runs, handle, indent=1, sort_keys=True)
+
+        def med(key, field='window_ms'):
+            values = [r[field] for r in runs[key] if r.get(field) is not None]
+            return round(statistics.median(values), 1) if values else None
+
+        def spread(key, field='window_ms'):
+            values = [r[field] for r in runs[key]]
+            return [round(min(values), 1), round(max(values), 1)] if values else None
+
+        result = {
+            'flip_window_ms': med('flip'), 'floor_window_ms': med('floor'),
+            'rollback_window_ms': med('rollback'), 'rollback_held_window_ms': med('rollback_held'),
+            'floor_rollback_window_ms': med('floor_rollback'), 'floor_held_window_ms': med('floor_held'),
+            'rollback_held_wait_exit_window_ms': med('rollback_held_wait_exit'),
+            'flip_refused': med('flip', 'refused'), 'floor_refused': med('floor', 'refused'),
+            'rollback_refused': med('rollback', 'refused'), 'rollback_held_refused': med('rollback_held', 'refused'),
+            'ranges_ms': {k: spread(k) for k in runs if runs[k]},
+            'samples': {k: len(v) for k, v in runs.items()},
+        }
+        result['flip_ratio'] = round(result['flip_window_ms'] / result['floor_window_ms'], 2) \
+            if result['floor_window_ms'] else None
+        result['rollback_ratio'] = round(result['rollback_window_ms'] / result['floor_rollback_window_ms'], 2) \
+            if result['floor_rollback_window_ms'] else None
+        return result
+
+    # ---- fleet scale
+    def reset_hosts(self, count):
+        names = ['%s-h%d' % (self.prefix, i) for i in range(1, count + 1)]
+        procs = [subprocess.Popen(['docker', 'exec', n, 'rm', '-rf', '/var/lib/mtproxy-cutover', '/opt/MTProxy/releases'])
+                 for n in names]
+        for proc in procs:
+            proc.wait(timeout=120)
+
+    def waves_of(self, run_dir):
+        with open(os.path.join(run_dir, 'report.json')) as handle:
+            report = json.load(handle)
+        waves = set()
+        canaries = 0
+        for entry in report.get('hosts', {}).values():
+            if entry.get('role') == 'canary':
+                canaries += 1
+            elif entry.get('role') == 'wave':
+                waves.add(int(entry.get('wave') or 0))
+        return canaries, len(waves)
+
+    def fleet_run(self, size, label, env):
+        inventory = self.inventory(size)
+        self.reset_hosts(size)
+        run_id = 'fleet-%s-%d-%d' % (label, size, int(time.time()))
+        runs = os.path.join(self.workdir, 'runs')
+        windows = ['-e', 'mtproxy_cutover_canary_window_s=%d' % WINDOWS['canary'],
+                   '-e', 'mtproxy_cutover_wave_window_s=%d' % WINDOWS['wave'],
+                   '-e', 'mtproxy_cutover_baseline_window_s=%d' % WINDOWS['baseline'],
+                   '-e', 'mtproxy_cutover_prewarm_window_s=%d' % WINDOWS['prewarm'],
+                   '-e', 'mtproxy_cutover_sample_interval_s=%d' % WINDOWS['interval']]
+        log('fleet: cutover.yml on %d hosts (%s)' % (size, label))
+        total, _proc = self.playbook(inventory, os.path.join(REPO, 'playbooks', 'cutover.yml'),
+                                     '-e', '@%s/go-binary-vars.yml' % self.stage_dir,
+                                     '-e', 'mtproxy_cutover_artifacts_dir=%s' % runs,
+                                     '-e', 'mtproxy_cutover_run_id=%s' % run_id, *windows, env=env)
+        canaries, waves = self.waves_of(os.path.join(runs, run_id))
+        window_sum = WINDOWS['baseline'] + WINDOWS['prewarm'] + canaries * WINDOWS['canary'] + waves * WINDOWS['wave']
+        rb_total, _proc = self.playbook(inventory, os.path.join(REPO, 'playbooks', 'rollback.yml'),
+                                        '-e', 'mtproxy_cutover_artifacts_dir=%s' % runs,
+                                        '-e', 'mtproxy_cutover_run_id=%s-rollback' % run_id, env=env)
+        entry = {'total_s': round(total, 1), 'windows_s': window_sum, 'overhead_s': round(total - window_sum, 1),
+                 'canaries': canaries, 'waves': waves, 'rollback_total_s': round(rb_total, 1)}
+        entry['overhead_per_wave_s'] = round(entry['overhead_s'] / max(1, canaries + waves), 1)
+        log('fleet: %d hosts %s: %s' % (size, label, entry))
+        return entry
+
+    def fleet_bench(self):
+        fleet = {}
+        for size in self.sizes:
+            fleet[str(size)] = self.fleet_run(size, 'tuned', self.env)
+        untuned = None
+        if os.environ.get('BENCH_UNTUNED', '1') == '1':
+            env = dict(self.env, ANSIBLE_PIPELINING='0', ANSIBLE_FORKS='5')
+            untuned = {str(max(self.sizes)): self.fleet_run(max(self.sizes), 'untuned', env)}
+        return fleet, untuned
+
+    # ---- all
+    def run(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        results = {'started_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+                   'machine': machine(), 'binaries': binaries(), 'repeats': self.repeats,
+                   'settings': {'ANSIBLE_PIPELINING': 1, 'ANSIBLE_FORKS': self.forks, 'windows_s': WINDOWS}}
+        if 'judge' not in self.skip:
+            log('judge cost')
+            results.update(judge_cost.run())
+        if not {'flip', 'fleet'} <= self.skip:
+            self.up()
+            if 'flip' not in self.skip:
+                results.update(self.flip_bench())
+            if 'fleet' not in self.skip:
+                results['fleet'], results['fleet_untuned'] = self.fleet_bench()
+        results['elapsed_s'] = round(time.monotonic() - STARTED, 1)
+        with open(os.path.join(self.workdir, 'results.json'), 'w') as handle:
+            json.dump(results, handle, indent=2, sort_keys=True)
+            handle.write('\n')
+        print(table(results))
+        print('results: %s' % os.path.relpath(os.path.join(self.workdir, 'results.json'), REPO))
+
+
+def machine():
+    info = {'cpus': os.cpu_count(), 'kernel': platform.release(), 'python': platform.python_version()}
+    try:
+        with open('/etc/os-release') as handle:
+            for line in handle:
+                if line.startswith('PRETTY_NAME='):
+                    info['os'] = line.split('=', 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    try:
+        info['loadavg_at_start'] = [round(x, 1) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def binaries():
+    return {'c': 'real (%s)' % os.path.basename(os.environ['MTPROXY_C_BINARY']) if os.environ.get('MTPROXY_C_BINARY')
+            else 'stand-in', 'go': 'real (%s)' % os.path.basename(os.environ['MTPROXY_GO_BINARY'])
+            if os.environ.get('MTPROXY_GO_BINARY') else 'stand-in'}
+
+
+def table(r):
+    rows = [('figure', 'value', 'target')]
+
+    def add(name, key, target='', unit=''):
+        if key in r and r[key] is not None:
+            rows.append((name, '%s%s' % (r[key], unit), target))
+    add('flip C->Go window (median)', 'flip_window_ms', '', ' ms')
+    add('floor C->Go by hand (median)', 'floor_window_ms', '', ' ms')
+    add('flip_ratio', 'flip_ratio', '<= 1.2')
+    add('rollback Go->C window', 'rollback_window_ms', '', ' ms')
+    add('floor Go->C by hand', 'floor_rollback_window_ms', '', ' ms')
+    add('rollback Go->C, 20 held clients', 'rollback_held_window_ms', '<= 60 ms', ' ms')
+    add('  same, handover=wait_exit', 'rollback_held_wait_exit_window_ms', '', ' ms')
+    add('floor Go->C held, by hand', 'floor_held_window_ms', '', ' ms')
+    for size, entry in sorted((r.get('fleet') or {}).items(), key=lambda kv: int(kv[0])):
+        rows.append(('cutover.yml %s hosts total / overhead' % size,
+                     '%s s / %s s' % (entry['total_s'], entry['overhead_s']),
+                     '<= 60 s' if int(size) == 20 else ''))
+    for size, entry in (r.get('fleet_untuned') or {}).items():
+        rows.append(('  untuned (forks 5, no pipelining) %s hosts' % size,
+                     '%s s / %s s' % (entry['total_s'], entry['overhead_s']), ''))
+    add('judge per body, C', 'judge_us_c', '', ' us')
+    add('judge per body, Go', 'judge_us_go', '', ' us')
+    width = [max(len(str(row[i])) for row in rows) for i in range(3)]
+    return '\n'.join('  '.join(str(cell).ljust(width[i]) for i, cell in enumerate(row)) for row in rows)
+
+
+def main():
+    bench = Bench()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        bench.run()
+        return 0
+    except (RuntimeError, KeyboardInterrupt, subprocess.TimeoutExpired) as exc:
+        sys.stderr.write('bench failed: %s\n' % exc)
+        return 1
+    finally:
+        if os.environ.get('BENCH_KEEP') == '1':
+            log('hosts kept: python3 tests/hosts/fleet.py down --name-prefix %s' % bench.prefix)
+        else:
+            bench.down()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
