@@ -12,8 +12,11 @@ CANARY = "canary_slo_fail-h1"
 def test_run_fails_naming_host_and_metric():
     run = cc.playbook_run()
     assert run["rc"] == 2
-    failure = [line for line in run["stdout"].splitlines() if "cutover failed" in line or "msg" in line]
-    assert any(CANARY in line and "success_rate" in line for line in failure), run["stdout_tail"]
+    output = run["stdout"] + "\n" + run["stderr"]
+    start = output.rfind("cutover failed")
+    assert start >= 0, run["stdout_tail"]
+    message = " ".join(output[start:start + 2000].split())
+    assert CANARY in message and "success_rate" in message, message
 
 
 def test_canary_judged_and_rolled_back():

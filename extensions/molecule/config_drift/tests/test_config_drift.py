@@ -22,7 +22,7 @@ def test_drift_run_refused_naming_host_and_file():
     assert report["result"] == "failed"
     assert report["hosts"][DRIFTED]["result"] == "on_c"
     assert "proxy-multi.conf" in report["hosts"][DRIFTED]["reason"]
-    assert DRIFTED in run["stdout"]
+    assert DRIFTED in run["stdout"] + run["stderr"]
 
 
 def test_nothing_flipped(host):
