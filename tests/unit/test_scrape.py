@@ -31,7 +31,7 @@ def test_loopback_urls_accepted(url, host, port, path):
 
 
 @pytest.mark.parametrize('url, words', [
-    ('http://10.0.0.1:8888/stats', 'not a loopback'),
+    ('http://192.0.2.1:8888/stats', 'not a loopback'),
     ('http://0.0.0.0:8888/stats', 'not a loopback'),
     ('http://example.com/stats', 'not a loopback'),
     ('http://127.0.0.1.example.com/stats', 'not a loopback'),

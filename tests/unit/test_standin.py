@@ -908,7 +908,7 @@ def test_testbackend_stops_by_itself_and_refuses_non_loopback():
     out = subprocess.run([sys.executable, TESTBACKEND, "--port", str(free_port()), "--max-seconds", "0.3"],
                          stdout=subprocess.PIPE, timeout=30, check=False)
     assert out.returncode == 0 and json.loads(out.stdout.decode().splitlines()[-1])["accepted"] == 0
-    bad = subprocess.run([sys.executable, TESTBACKEND, "--host", "10.0.0.1", "--port", "1"],
+    bad = subprocess.run([sys.executable, TESTBACKEND, "--host", "192.0.2.1", "--port", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
     assert bad.returncode == 2 and b"loopback" in bad.stderr
 
@@ -939,7 +939,7 @@ def test_mixed_traffic_is_bounded_by_time_and_prints_its_summary_on_sigterm(lab)
     stdout, _err = runner.communicate(timeout=10)
     summary = json.loads(stdout.decode())
     assert runner.returncode == 0 and summary["mode"] == "mixed" and summary["connected"] >= 1
-    for flag in (["--junk-share", "1.5"], ["--host", "10.0.0.1"], ["--max-seconds", "601"]):
+    for flag in (["--junk-share", "1.5"], ["--host", "192.0.2.1"], ["--max-seconds", "601"]):
         bad = subprocess.run([sys.executable, TESTCLIENT, "--port", "1", "--mode", "mixed"] + flag,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
         assert bad.returncode == 2, flag
