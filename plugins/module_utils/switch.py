@@ -346,31 +346,28 @@ def parent_pid(pid):
         return None
 
 
-def tcp_accepts(port, host='127.0.0.1', timeout=0.05):
+def tcp_probe(port, host='127.0.0.1', timeout=0.05):
+    """One TCP connect: 'accepts', 'refused' (nothing listens) or 'no_answer' (timeout, other error)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((host, port))
-        return True
-    except (OSError, socket.timeout):
-        return False
+        return 'accepts'
+    except socket.timeout:
+        return 'no_answer'
+    except OSError as exc:
+        return 'refused' if exc.errno == errno.ECONNREFUSED else 'no_answer'
     finally:
         sock.close()
+
+
+def tcp_accepts(port, host='127.0.0.1', timeout=0.05):
+    return tcp_probe(port, host, timeout) == 'accepts'
 
 
 def port_refuses(port, host='127.0.0.1', timeout=0.05):
-    """True only when a connect is actively refused (nothing listens); a timeout is not a refusal."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect((host, port))
-        return False
-    except socket.timeout:
-        return False
-    except OSError as exc:
-        return exc.errno == errno.ECONNREFUSED
-    finally:
-        sock.close()
+    """True only when a connect is actively refused; a timeout is not a refusal."""
+    return tcp_probe(port, host, timeout) == 'refused'
 
 
 def listening_inodes(port):
