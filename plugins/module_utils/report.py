@@ -6,23 +6,57 @@
 Every step of a run writes what it learned about a host to ``<run_dir>/hosts/<host>/<stage>.json``
 (already redacted). This module only reads those records; it never talks to a host, so a report can
 be rendered at any point of a run, including from a rescue block after a failure.
+
+``apply`` is what the ``mtproxy_report`` action plugin does on the controller; it needs no Ansible.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import datetime
 import json
 import os
 import tempfile
 
 STAGES = ("freeze", "stage", "prewarm", "baseline_restart", "flip", "verify", "rollback", "outcome")
+PLAYBOOKS = ("cutover", "rollback", "drill")
+RUN_RESULTS = ("success", "failed")
 HOST_RESULTS = ("on_go", "rolled_back", "on_c", "failed")
 TIMING_KEYS = ("stop_ms", "start_ms", "unavailable_ms")
+
+# Options of the mtproxy_report action plugin; plugins/modules/mtproxy_report.py documents them.
+ARGUMENT_SPEC = dict(
+    run_dir=dict(type="path", required=True),
+    run=dict(type="dict", options=dict(
+        run_id=dict(type="str", required=True),
+        playbook=dict(type="str", required=True, choices=list(PLAYBOOKS)),
+        started_at=dict(type="str"),
+        go=dict(type="dict"),
+    )),
+    host=dict(type="str"),
+    stage=dict(type="str", choices=list(STAGES)),
+    record=dict(type="dict"),
+    finished_at=dict(type="str"),
+    result=dict(type="str", choices=list(RUN_RESULTS)),
+    reason=dict(type="str"),
+)
+REQUIRED_BY = dict(record=["host", "stage"])
 
 
 class ReportError(Exception):
     pass
+
+
+def _json_default(value):
+    # Unquoted YAML dates reach a record as date objects; a module got them as ISO strings.
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    raise TypeError("%s is not JSON serializable" % type(value).__name__)
+
+
+def _dumps(value):
+    return json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
 def load_records(run_dir):
@@ -99,7 +133,7 @@ def load_run(run_dir):
 
 
 def write_run(run_dir, run):
-    atomic_write(os.path.join(run_dir, "run.json"), json.dumps(run, indent=2, sort_keys=True) + "\n")
+    atomic_write(os.path.join(run_dir, "run.json"), _dumps(run))
 
 
 def write_record(run_dir, host, stage, record):
@@ -110,7 +144,7 @@ def write_record(run_dir, host, stage, record):
     host_dir = os.path.join(run_dir, "hosts", host)
     if not os.path.isdir(host_dir):
         os.makedirs(host_dir)
-    atomic_write(os.path.join(host_dir, stage + ".json"), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write(os.path.join(host_dir, stage + ".json"), _dumps(record))
 
 
 def _run_failed(playbook, counts, hosts):
@@ -211,6 +245,48 @@ def atomic_write(path, text):
 def write_report(report, run_dir):
     json_path = os.path.join(run_dir, "report.json")
     md_path = os.path.join(run_dir, "report.md")
-    atomic_write(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write(json_path, _dumps(report))
     atomic_write(md_path, render_markdown(report))
     return json_path, md_path
+
+
+def apply(params, check_mode=False):
+    """Write the run facts and one record if given, then render the report again.
+
+    params are the validated options of the mtproxy_report action plugin (see ARGUMENT_SPEC); a
+    missing key counts as not given. In check mode nothing is written and the report is only built.
+    Returns the result of the task; raises ReportError with the message to fail the task with.
+    """
+    run_dir = params.get("run_dir")
+    if not run_dir:
+        raise ReportError("run_dir is required")
+    try:
+        if not check_mode:
+            if not os.path.isdir(run_dir):
+                os.makedirs(run_dir)
+            if params.get("run"):
+                write_run(run_dir, params["run"])
+            if params.get("record") is not None:
+                write_record(run_dir, params.get("host"), params.get("stage"), params["record"])
+        run = params.get("run") or load_run(run_dir)
+    except (ReportError, OSError, ValueError, TypeError) as exc:
+        raise ReportError("cannot write the report of %s: %s" % (run_dir, exc))
+    if not run.get("run_id"):
+        if check_mode:
+            # A dry run never wrote run.json: there is nothing to render.
+            return dict(changed=False, report={}, json_path=None, markdown_path=None, result=None)
+        raise ReportError("no run facts in %s: pass run= once when the run starts" % run_dir)
+    json_path = os.path.join(run_dir, "report.json")
+    md_path = os.path.join(run_dir, "report.md")
+    try:
+        report = build_report(
+            run_dir, run["run_id"], run.get("playbook"), started_at=run.get("started_at"),
+            finished_at=params.get("finished_at"), go=run.get("go"), result=params.get("result"),
+            reason=params.get("reason"),
+        )
+        if not check_mode:
+            json_path, md_path = write_report(report, run_dir)
+    except (ReportError, OSError, ValueError, TypeError) as exc:
+        raise ReportError("cannot write the report of %s: %s" % (run_dir, exc))
+    # Records and reports are artifacts of the run, not managed state: writing them is not a change.
+    return dict(changed=False, report=report, json_path=json_path, markdown_path=md_path, result=report["result"])

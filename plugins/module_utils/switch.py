@@ -512,19 +512,16 @@ def ms(seconds):
     return round(seconds * 1000.0, 3)
 
 
-def stop_measured(systemd, old_pid, stop_timeout, handover='wait_exit', client_port=None):
-    """Stop the unit; (stop_ms, killed, t0, handover_at, ended_early).
+def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None):
+    """Follow the stop half of a restart job until the old main process is gone.
 
-    A ``systemctl stop`` job runs in every case, so ExecStop=, KillMode= and KillSignal= apply and
-    Restart= does not fire. Past ``stop_timeout`` the unit is SIGKILLed via systemctl kill.
-    With ``handover='listeners_closed'`` and a client port the old process listened on, the unit's
-    processes are SIGKILLed (same call) as soon as that port refuses connections while the old main
-    process still runs (it is draining); ``handover_at`` is then that moment, else None, and
-    ``ended_early`` tells whether the SIGKILL was sent (the old process had not exited by itself).
+    Returns (gone_at, killed, handover_at, ended_early). Past ``stop_timeout`` the unit is
+    SIGKILLed via systemctl kill, the same thing systemd's own stop timeout does. With
+    ``watch_port`` (a client port the old process listened on) its processes are SIGKILLed (same
+    call) once that port refuses connections while the old main process still runs
+    ``HANDOVER_GRACE`` later (it is draining); ``handover_at`` is then the moment the port
+    refused, else None, and ``ended_early`` tells whether that SIGKILL was sent.
     """
-    watch_port = handover == 'listeners_closed' and client_port and pid_alive(old_pid) and tcp_accepts(client_port)
-    t0 = time.monotonic()
-    proc = subprocess.Popen(['systemctl', 'stop', systemd.unit], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     gone_at = None
     handover_at = None
     ended_early = False
@@ -532,17 +529,19 @@ def stop_measured(systemd, old_pid, stop_timeout, handover='wait_exit', client_p
     deadline = t0 + stop_timeout
     while True:
         now = time.monotonic()
-        if gone_at is None and not pid_alive(old_pid):
+        if not pid_alive(old_pid):
             gone_at = now
-        if proc.poll() is not None and gone_at is not None:
             break
-        if watch_port and handover_at is None and gone_at is None and port_refuses(client_port):
+        if job.poll() not in (None, 0):
+            _out, err = job.communicate()
+            raise SwitchError('systemctl restart %s failed while stopping the old process: %s'
+                              % (systemd.unit, to_text(err).strip() or 'exit %s' % job.returncode))
+        if watch_port and handover_at is None and port_refuses(watch_port):
             handover_at = time.monotonic()
-        if (handover_at is not None and not ended_early and gone_at is None
+        if (handover_at is not None and not ended_early and not killed
                 and now - handover_at >= HANDOVER_GRACE and pid_alive(old_pid)):
             # Listeners are closed and the old process still drains: new clients are refused until
-            # the new binary runs, so do not wait for the drain. SIGKILL like systemd's own stop
-            # timeout; the stop job then ends.
+            # the new binary runs, so do not wait for the drain.
             run(['systemctl', 'kill', '--signal=SIGKILL', systemd.unit], timeout=30)
             ended_early = True
         if now > deadline and not killed:
@@ -550,61 +549,86 @@ def stop_measured(systemd, old_pid, stop_timeout, handover='wait_exit', client_p
             killed = True
             deadline = now + 30
         elif now > deadline:
-            proc.kill()
-            proc.communicate()
+            job.kill()
+            job.communicate()
             raise SwitchError('%s did not stop within %ss even after SIGKILL' % (systemd.unit, stop_timeout + 30))
         time.sleep(PROBE_INTERVAL)
-    proc.communicate()
-    return ms(gone_at - t0), killed, t0, handover_at, ended_early
+    return gone_at, killed, handover_at, ended_early
 
 
-def wait_listening(systemd, port, deadline, start_proc=None):
-    """Probe 127.0.0.1:port until it accepts; (accepted_at or None, last show props or None)."""
+def to_text(data):
+    return data.decode('utf-8', 'replace') if isinstance(data, bytes) else (data or '')
+
+
+def wait_listening(systemd, port, deadline, job=None):
+    """Probe 127.0.0.1:port until it accepts; (accepted_at or None, last show props or None).
+
+    Gives up early when systemd says the unit failed or stopped; while a restart ``job`` still runs
+    the unit passes through inactive/failed on its way from stop to start, so that only counts
+    once the job is done (or when there is no job to wait for).
+    """
     next_check = time.monotonic() + STATE_CHECK_INTERVAL
     props = None
     while time.monotonic() < deadline:
         if tcp_accepts(port):
             return time.monotonic(), props
-        if time.monotonic() >= next_check:
-            props = systemd.show('Id', 'ActiveState', 'SubState', 'Result', 'ExecMainCode', 'ExecMainStatus',
-                                 'MainPID')
-            start_failed = start_proc is not None and start_proc.poll() not in (None, 0)
-            if props.get('ActiveState') in ('failed', 'inactive') or start_failed:
+        job_state = job.poll() if job is not None else 0
+        if job_state not in (None, 0):
+            return None, systemd.show(*UNIT_STATE_PROPS)
+        if job_state == 0 and time.monotonic() >= next_check:
+            props = systemd.show(*UNIT_STATE_PROPS)
+            if props.get('ActiveState') in ('failed', 'inactive'):
                 return None, props
             next_check = time.monotonic() + STATE_CHECK_INTERVAL
         time.sleep(PROBE_INTERVAL)
     return None, props
 
 
+UNIT_STATE_PROPS = ('Id', 'ActiveState', 'SubState', 'Result', 'ExecMainCode', 'ExecMainStatus', 'MainPID')
+
+
 def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_timeout, handover='wait_exit'):
-    """stop, start, wait for the client port (then the stats port). Returns (timings, failure or None)."""
+    """Restart the unit, wait for the client port (then the stats port). Returns (timings, failure or None).
+
+    One ``systemctl restart`` job: systemd stops the unit (ExecStop=, KillMode=, KillSignal= apply,
+    Restart= does not fire) and starts it again as soon as the stop is done, with no client round
+    trip in between, which is what clients would otherwise be refused for.
+    """
     old_pid = systemd.main_pid()
-    # Before the stop, not between stop and start: clears the start rate limit and a failed state
-    # without adding a systemctl round trip to the time clients are refused. A unit that ends
-    # failed by the stop (SIGKILL) is started from that state, which systemd allows.
+    # Before the restart: clears the start rate limit and a failed state without adding a systemctl
+    # round trip to the time clients are refused.
     run(['systemctl', 'reset-failed', systemd.unit], timeout=30)
-    stop_ms, killed, t0, handover_at, ended_early = stop_measured(systemd, old_pid, stop_timeout, handover, client_port)
-    started = time.monotonic()
-    start_proc = subprocess.Popen(['systemctl', 'start', systemd.unit], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-    deadline = started + listen_timeout
-    accepted_at, props = wait_listening(systemd, client_port, deadline, start_proc)
-    timings = {'stop_ms': stop_ms, 'start_ms': None, 'unavailable_ms': None, 'stats_ms': None,
-               'killed_after_stop_timeout': killed, 'handover': handover,
-               'listeners_closed_ms': ms(handover_at - t0) if handover_at is not None else None,
-               'ended_after_listeners_closed': ended_early}
+    watch_port = client_port if (handover == 'listeners_closed' and pid_alive(old_pid)
+                                 and tcp_accepts(client_port)) else None
+    t0 = time.monotonic()
+    job = subprocess.Popen(['systemctl', 'restart', systemd.unit], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        start_proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        start_proc.kill()
-        start_proc.communicate()
+        gone_at, killed, handover_at, ended_early = await_old_exit(systemd, job, old_pid, t0, stop_timeout,
+                                                                   watch_port)
+        deadline = gone_at + listen_timeout
+        accepted_at, props = wait_listening(systemd, client_port, deadline, job)
+        timings = {'stop_ms': ms(gone_at - t0), 'start_ms': None, 'unavailable_ms': None, 'stats_ms': None,
+                   'killed_after_stop_timeout': killed, 'handover': handover,
+                   'listeners_closed_ms': ms(handover_at - t0) if handover_at is not None else None,
+                   'ended_after_listeners_closed': ended_early}
+        try:
+            _out, err = job.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            job.kill()
+            _out, err = job.communicate()
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
     if accepted_at is None:
-        props = systemd.show('Id', 'ActiveState', 'SubState', 'Result', 'ExecMainCode', 'ExecMainStatus', 'MainPID')
+        props = systemd.show(*UNIT_STATE_PROPS)
         cause = describe_unit_state(props)
+        if job.returncode not in (None, 0) and to_text(err).strip():
+            cause += ' (systemctl restart: %s)' % to_text(err).strip().splitlines()[0]
         if props.get('ActiveState') == 'active':
             cause += ', but 127.0.0.1:%d did not accept connections within %ss' % (client_port, listen_timeout)
         return timings, cause
-    timings['start_ms'] = ms(accepted_at - started)
+    timings['start_ms'] = ms(accepted_at - gone_at)
     timings['unavailable_ms'] = ms(accepted_at - t0)
     if stats_port:
         stats_at, _props = wait_listening(systemd, stats_port, max(deadline, time.monotonic() + 1.0))
@@ -612,7 +636,7 @@ def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_time
             return timings, ('client port %d accepts but the stats port 127.0.0.1:%d did not accept within %ss '
                              '(Go keeps running without a stats server when that port is busy)'
                              % (client_port, stats_port, listen_timeout))
-        timings['stats_ms'] = ms(stats_at - started)
+        timings['stats_ms'] = ms(stats_at - gone_at)
     return timings, None
 
 
@@ -762,8 +786,11 @@ def switch_service(service, state_dir, target, binary=None, method='dropin', lis
     client_port = (manifest.get('client_ports') or [None])[0]
     if not client_port:
         raise SwitchError('the manifest has no client port to wait for')
-    timings, failure = restart_measured(systemd, int(client_port), manifest.get('stats_port'),
-                                        float(listen_timeout), float(stop_timeout), handover)
+    try:
+        timings, failure = restart_measured(systemd, int(client_port), manifest.get('stats_port'),
+                                            float(listen_timeout), float(stop_timeout), handover)
+    except SwitchError as exc:
+        raise SwitchError(redact_text(str(exc), secrets), changed=True, target=target, binary=binary, method=method)
     result.update(timings=timings, restarted=True)
     main_pid = systemd.main_pid()
     result['main_pid'] = main_pid

@@ -47,6 +47,24 @@ options:
     type: list
     elements: path
     default: []
+  stats_check:
+    description:
+      - Scrape the service's C(/stats) (from C(-p), on 127.0.0.1) and fail unless the binary answering is
+        the one the freeze found (C for a frozen host, Go for one an earlier run switched).
+    type: bool
+    default: true
+  baseline_samples:
+    description:
+      - With O(stats_check), take this many C(/stats) samples of a C host as its baseline when the
+        manifest is written now (first freeze or re-freeze) or no baseline is kept yet, and keep the
+        window summary in C(<state_dir>/<service>/baseline.json) (0600). Otherwise, and with C(0),
+        one scrape checks the flavour and the kept baseline is returned.
+    type: int
+    default: 0
+  baseline_interval:
+    description: Seconds between two baseline samples (start to start).
+    type: float
+    default: 5
 notes:
   - Supports check mode (computes everything, writes nothing) and diff mode (redacted manifest before/after).
   - Only C(systemctl) is run; files and C(/proc) are read directly, so the module must run as root.
@@ -59,6 +77,13 @@ EXAMPLES = r"""
 - name: Freeze the C proxy configuration
   mtproxy.cutover.mtproxy_freeze:
     service: MTProxy
+  register: frozen
+
+- name: Freeze, check that C answers /stats and keep a 30 s baseline (7 samples 5 s apart)
+  mtproxy.cutover.mtproxy_freeze:
+    service: MTProxy
+    baseline_samples: 7
+    baseline_interval: 5
   register: frozen
 
 - name: Accept an intended configuration change
@@ -110,6 +135,30 @@ manifest_path:
   returned: always
   type: str
   sample: /var/lib/mtproxy-cutover/MTProxy/manifest.json
+flavor:
+  description: Flavour of the binary answering C(/stats) (C(c) or C(go)); null without O(stats_check).
+  returned: always
+  type: str
+  sample: c
+stats_version:
+  description: The C(version) line of C(/stats) (C only; empty for Go or without O(stats_check)).
+  returned: always
+  type: str
+baseline:
+  description:
+    - C(/stats) window summary of the C binary (C(summary) of M(mtproxy.cutover.mtproxy_slo)), taken now
+      or read from C(baseline.json); empty when there is none.
+  returned: always
+  type: dict
+baseline_taken:
+  description: Whether the baseline was sampled by this run (and, outside check mode, written).
+  returned: always
+  type: bool
+baseline_path:
+  description: Path of the kept baseline on the host.
+  returned: always
+  type: str
+  sample: /var/lib/mtproxy-cutover/MTProxy/baseline.json
 warnings:
   description: Warnings about the configuration (also emitted as task warnings).
   returned: always
@@ -125,6 +174,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
     ArgvError, redact_argv, redact_text, secret_values)
+from ansible_collections.mtproxy.cutover.plugins.module_utils import baseline as bl
 from ansible_collections.mtproxy.cutover.plugins.module_utils import manifest as mf
 from ansible_collections.mtproxy.cutover.plugins.module_utils import unit as un
 
@@ -327,6 +377,26 @@ def _result(result, manifest, status, changed):
     return result
 
 
+def observe_stats(params, result, check_mode):
+    """Which binary answers /stats, and the C baseline (taken now or read back)."""
+    path = os.path.join(params["state_dir"], params["service"], bl.BASELINE_FILE)
+    result.update(flavor=None, stats_version="", baseline={}, baseline_taken=False, baseline_path=path)
+    if not params["stats_check"]:
+        result["baseline"] = bl.read_baseline(path) or {}
+        return result
+    if not result["stats_url"]:
+        raise FreezeError("%s has no single stats port (-p) whose /stats could be checked"
+                          % un.unit_name(params["service"]))
+    take = result["status"] in ("frozen", "refrozen") or not os.path.exists(path)
+    seen = bl.observe(un.unit_name(params["service"]), result["stats_url"], result["current"], path, take,
+                      params["baseline_samples"], params["baseline_interval"], check_mode)
+    result.update(flavor=seen["flavor"], stats_version=seen["version"], baseline=seen["baseline"],
+                  baseline_taken=seen["baseline_taken"])
+    if seen["baseline_taken"]:
+        result["changed"] = True
+    return result
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -334,13 +404,21 @@ def main():
             state_dir=dict(type="path", default="/var/lib/mtproxy-cutover"),
             refreeze=dict(type="bool", default=False),
             go_binaries=dict(type="list", elements="path", default=[]),
+            stats_check=dict(type="bool", default=True),
+            baseline_samples=dict(type="int", default=0),
+            baseline_interval=dict(type="float", default=5.0),
         ),
         supports_check_mode=True,
     )
+    if not 0 <= module.params["baseline_samples"] <= 3600:
+        module.fail_json(msg="baseline_samples must be between 0 and 3600")
+    if not 0 <= module.params["baseline_interval"] <= 600:
+        module.fail_json(msg="baseline_interval must be between 0 and 600 seconds")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         result = freeze(module.params, module.run_command, module.check_mode, now)
-    except (FreezeError, un.UnitError, IOError, OSError) as exc:
+        observe_stats(module.params, result, module.check_mode)
+    except (FreezeError, bl.BaselineError, un.UnitError, IOError, OSError, ValueError) as exc:
         drift = exc.args[1] if isinstance(exc, FreezeError) and len(exc.args) > 1 else []
         module.fail_json(msg=str(exc.args[0] if isinstance(exc, FreezeError) else exc), drift=drift)
     for warning in result["warnings"]:

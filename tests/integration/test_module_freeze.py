@@ -229,6 +229,23 @@ def test_first_freeze_writes_private_manifest(host):
     assert SECRET in on_host["argv"] and on_host["schema"] == 1
 
 
+def test_first_freeze_checks_stats_and_keeps_a_baseline(host):
+    host.sh("rm -rf %s/MTProxy" % STATE_DIR)
+    out, result = host.freeze(service="MTProxy", baseline_samples=3, baseline_interval=0.2)
+    assert not result.get("failed"), result
+    assert result["status"] == "frozen" and result["flavor"] == "c" and result["stats_version"]
+    assert result["baseline_taken"] is True and result["baseline"]["flavor"] == "c"
+    assert result["baseline"]["samples_ok"] == 3
+    assert result["baseline_path"] == STATE_DIR + "/MTProxy/baseline.json"
+    assert host.sh("stat -c '%%a %%U' %s" % result["baseline_path"]).split() == ["600", "root"]
+    assert json.loads(host.sh("cat %s" % result["baseline_path"])) == result["baseline"]
+    assert_no_secret(out)
+    # seen again: one scrape, the kept baseline comes back, nothing changes
+    _out, again = host.freeze(service="MTProxy", baseline_samples=3, baseline_interval=0.2)
+    assert again["status"] == "unchanged" and again["changed"] is False
+    assert again["baseline_taken"] is False and again["baseline"] == result["baseline"]
+
+
 def test_second_run_unchanged(host):
     out, result = host.freeze(service="MTProxy")
     assert not result.get("failed"), result
@@ -266,16 +283,18 @@ def test_unit_edited_without_restart_is_refused(host):
 
 
 def test_flipped_host_is_recognised(host):
-    go = "/opt/MTProxy/releases/go-0123456789ab/mtproto-proxy"
-    host.sh("mkdir -p $(dirname %s) && cp /opt/MTProxy/mtproto-proxy %s" % (go, go))
+    go = "/opt/MTProxy/releases/go-0123456789ab/mtproto-proxy-go"
+    # The stand-in itself at a Go-named path answers /stats as the Go port does.
+    host.sh("mkdir -p $(dirname %s) && install -m 0755 /opt/MTProxy/.standin/mtproxy_standin.py %s" % (go, go))
     dropin = "[Service]\nExecStart=\nExecStart=%s\n" % EXEC_START.replace("/opt/MTProxy/mtproto-proxy", go, 1)
     host.put("/etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf", dropin)
     host.put(STATE_DIR + "/MTProxy/state.json", json.dumps({"current": "go", "binary": go}), "0600")
     host.restart_proxy()
     try:
-        out, result = host.freeze(service="MTProxy")
-        assert not result.get("failed"), result
+        out, result = host.freeze(service="MTProxy", baseline_samples=3, baseline_interval=0.2)
+        assert not result.get("failed"), result.get("msg")
         assert result["status"] == "unchanged" and result["current"] == "go" and not result["changed"]
+        assert result["flavor"] == "go" and result["baseline_taken"] is False
 
         out, result = host.freeze(service="MTProxy", state_dir="/var/lib/other-state")
         assert result.get("failed") and "is not running the C binary" in result["msg"]

@@ -1,8 +1,12 @@
+import datetime
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
+from conftest import COLLECTIONS_ROOT
 from ansible_collections.mtproxy.cutover.plugins.module_utils import report as rep
 
 
@@ -94,3 +98,255 @@ def test_corrupt_record_is_reported_with_host(tmp_path):
         handle.write("{not json")
     with pytest.raises(rep.ReportError, match="h9"):
         rep.build_report(run_dir, "r1", "cutover")
+
+
+# apply(): what the mtproxy_report action plugin does with its validated options.
+
+RUN = {"run_id": "r2", "playbook": "cutover", "started_at": "t0", "go": {"sha256": "cd" * 32}}
+
+
+def _params(run_dir, **kwargs):
+    params = dict((name, None) for name in rep.ARGUMENT_SPEC)
+    params.update(run_dir=run_dir, **kwargs)
+    return params
+
+
+def test_apply_starts_a_run_and_writes_a_record(tmp_path):
+    run_dir = str(tmp_path / "new" / "run")
+    started = rep.apply(_params(run_dir, run=RUN))
+    assert started["changed"] is False and started["result"] == "success"
+    assert rep.load_run(run_dir) == RUN
+    result = rep.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
+    with open(os.path.join(run_dir, "hosts", "h1", "flip.json")) as handle:
+        assert json.load(handle) == FLIP
+    assert result["json_path"] == os.path.join(run_dir, "report.json")
+    assert result["markdown_path"] == os.path.join(run_dir, "report.md")
+    with open(result["json_path"]) as handle:
+        written = json.load(handle)
+    assert written == result["report"]
+    assert written["run_id"] == "r2" and written["hosts"]["h1"]["result"] == "on_go"
+    with open(result["markdown_path"]) as handle:
+        assert "| h1 | canary | 0 | on_go |" in handle.read()
+
+
+def test_apply_passes_result_reason_and_finished_at(tmp_path):
+    run_dir = _run(tmp_path)
+    result = rep.apply(_params(run_dir, result="failed", reason="preflight: no canary", finished_at="t9"))
+    assert result["result"] == "failed"
+    assert result["report"]["reason"] == "preflight: no canary" and result["report"]["finished_at"] == "t9"
+
+
+def test_apply_writes_dates_of_a_record_as_iso_text(tmp_path):
+    run_dir = _run(tmp_path)
+    rep.apply(_params(run_dir, host="h1", stage="freeze", record={"frozen_on": datetime.date(2026, 11, 27)}))
+    with open(os.path.join(run_dir, "hosts", "h1", "freeze.json")) as handle:
+        assert json.load(handle) == {"frozen_on": "2026-11-27"}
+
+
+def test_apply_in_check_mode_writes_nothing(tmp_path):
+    run_dir = _run(tmp_path)
+    before = sorted(os.listdir(run_dir))
+    result = rep.apply(_params(run_dir, host="h1", stage="flip", record=FLIP), check_mode=True)
+    assert sorted(os.listdir(run_dir)) == before == ["run.json"]
+    assert result["report"]["run_id"] == "r1" and result["report"]["hosts"] == {}
+    assert result["json_path"] == os.path.join(run_dir, "report.json")
+
+
+def test_apply_in_check_mode_without_run_renders_nothing(tmp_path):
+    run_dir = str(tmp_path / "absent")
+    result = rep.apply(_params(run_dir, run=RUN, host="h1", stage="flip", record=FLIP), check_mode=True)
+    assert not os.path.exists(run_dir)
+    assert result["report"]["run_id"] == "r2"
+    empty = rep.apply(_params(run_dir), check_mode=True)
+    assert empty == dict(changed=False, report={}, json_path=None, markdown_path=None, result=None)
+
+
+@pytest.mark.parametrize("host, stage, cause", [
+    ("h1", "nonsense", "unknown stage 'nonsense'"),
+    ("../h1", "flip", "invalid host name '../h1'"),
+    (None, "flip", "invalid host name None"),
+])
+def test_apply_rejects_bad_stage_or_host(tmp_path, host, stage, cause):
+    run_dir = _run(tmp_path)
+    with pytest.raises(rep.ReportError) as err:
+        rep.apply(_params(run_dir, host=host, stage=stage, record=FLIP))
+    assert str(err.value).startswith("cannot write the report of %s: %s" % (run_dir, cause))
+    assert not os.path.exists(os.path.join(run_dir, "hosts"))
+
+
+def test_apply_without_run_facts_says_how_to_start_the_run(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with pytest.raises(rep.ReportError) as err:
+        rep.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
+    assert str(err.value) == "no run facts in %s: pass run= once when the run starts" % run_dir
+
+
+def test_apply_names_the_run_dir_when_a_record_is_corrupt(tmp_path):
+    run_dir = _run(tmp_path)
+    os.makedirs(os.path.join(run_dir, "hosts", "h9"))
+    with open(os.path.join(run_dir, "hosts", "h9", "flip.json"), "w") as handle:
+        handle.write("{not json")
+    with pytest.raises(rep.ReportError, match="^cannot write the report of .*: record flip.json of host h9"):
+        rep.apply(_params(run_dir))
+
+
+# The action plugin run by ansible-playbook on the controller.
+
+PLAYBOOK = """
+- name: Exercise mtproxy_report
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    run_dir: "~/artifacts/r3"
+  tasks:
+    - name: Start the run
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ run_dir }}"
+        run:
+          run_id: r3
+          playbook: drill
+          started_at: "2026-11-27T02:00:00Z"
+      register: started
+
+    - name: Record this host's outcome
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ run_dir }}"
+        host: "{{ inventory_hostname }}"
+        stage: outcome
+        record:
+          result: on_c
+          envelope_ok: "{{ 1 > 2 }}"
+          reason: envelope exceeded
+      register: recorded
+
+    - name: Record a flip in check mode
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ run_dir }}"
+        host: "{{ inventory_hostname }}"
+        stage: flip
+        record: {role: canary}
+      check_mode: true
+      register: dry
+
+    - name: Record an unknown stage
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ run_dir }}"
+        host: "{{ inventory_hostname }}"
+        stage: nonsense
+        record: {}
+      register: bad_stage
+      ignore_errors: true
+
+    - name: Record without a host
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ run_dir }}"
+        stage: flip
+        record: {}
+      register: no_host
+      ignore_errors: true
+
+    - name: Keep the results for the test
+      ansible.builtin.copy:
+        content: "{{ {'started': started, 'recorded': recorded, 'dry': dry, 'bad_stage': bad_stage,
+                      'no_host': no_host} | to_nice_json }}"
+        dest: "{{ results }}"
+        mode: "0644"
+"""
+
+
+def _ansible_playbook(tmp_path, playbook, *args, **kwargs):
+    path = tmp_path / "play.yml"
+    path.write_text(playbook)
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\n")
+    env = dict(os.environ, HOME=str(home), ANSIBLE_COLLECTIONS_PATH=COLLECTIONS_ROOT, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_HOME=str(home / ".ansible"), ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_CONFIG=str(config))
+    # The interpreter running the tests has ansible-core; its CLI needs no ansible-playbook on PATH.
+    argv = [sys.executable, "-m", "ansible.cli.playbook", "-i", kwargs.get("inventory", "localhost,"), str(path)]
+    proc = subprocess.run(argv + list(args), cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=300, check=False)
+    return proc, home
+
+
+def test_action_plugin_writes_records_on_the_controller(tmp_path):
+    results = tmp_path / "results.json"
+    proc, home = _ansible_playbook(tmp_path, PLAYBOOK, "-e", "results=%s" % results)
+    assert proc.returncode == 0, proc.stdout
+    with open(str(results)) as handle:
+        got = json.load(handle)
+    run_dir = str(home / "artifacts" / "r3")
+    # run_dir is type=path: "~" is expanded on the controller.
+    assert got["started"]["json_path"] == os.path.join(run_dir, "report.json")
+    with open(os.path.join(run_dir, "hosts", "localhost", "outcome.json")) as handle:
+        assert json.load(handle) == {"result": "on_c", "envelope_ok": False, "reason": "envelope exceeded"}
+    with open(os.path.join(run_dir, "report.json")) as handle:
+        report = json.load(handle)
+    assert report["run_id"] == "r3" and report["playbook"] == "drill"
+    assert report["hosts"]["localhost"]["reason"] == "envelope exceeded"
+    assert report["result"] == "failed" == got["recorded"]["result"]
+    assert got["recorded"]["report"] == report and got["recorded"]["changed"] is False
+    with open(os.path.join(run_dir, "report.md")) as handle:
+        assert "| localhost | - | - | on_c |" in handle.read()
+    # check mode: reported, not written
+    assert not os.path.exists(os.path.join(run_dir, "hosts", "localhost", "flip.json"))
+    assert "flip" not in got["dry"]["report"]["hosts"]["localhost"]["stages"]
+    assert got["bad_stage"]["failed"] is True
+    assert "value of stage must be one of: freeze, stage, prewarm" in got["bad_stage"]["msg"]
+    assert "got: nonsense" in got["bad_stage"]["msg"]
+    assert not os.path.exists(os.path.join(run_dir, "hosts", "localhost", "nonsense.json"))
+    assert got["no_host"]["failed"] is True
+    assert got["no_host"]["msg"] == "missing parameter(s) required by 'record': host"
+
+
+def test_action_plugin_fails_with_the_run_dir_without_run_facts(tmp_path):
+    playbook = """
+- name: Record before the run started
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Record a flip
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ playbook_dir }}/never-started"
+        host: h1
+        stage: flip
+        record: {role: canary}
+"""
+    proc = _ansible_playbook(tmp_path, playbook)[0]
+    assert proc.returncode == 2, proc.stdout
+    assert "no run facts in %s: pass run= once when the run starts" % (tmp_path / "never-started") in proc.stdout
+
+
+def test_action_plugin_never_connects_to_the_host(tmp_path):
+    # A proxy host that cannot be reached: the record is still written, on the controller.
+    playbook = """
+- name: Record for a host that is not reachable
+  hosts: all
+  gather_facts: false
+  vars:
+    ansible_connection: ssh
+    ansible_host: 192.0.2.1
+  tasks:
+    - name: Start the run
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ playbook_dir }}/run"
+        run: {run_id: r4, playbook: rollback}
+      run_once: true
+
+    - name: Record the rollback
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ playbook_dir }}/run"
+        host: "{{ inventory_hostname }}"
+        stage: outcome
+        record: {result: rolled_back}
+"""
+    proc = _ansible_playbook(tmp_path, playbook, "-T", "3", inventory="proxy-1,proxy-2,")[0]
+    assert proc.returncode == 0, proc.stdout
+    with open(str(tmp_path / "run" / "report.json")) as handle:
+        report = json.load(handle)
+    assert sorted(report["hosts"]) == ["proxy-1", "proxy-2"]
+    assert report["summary"]["rolled_back"] == 2 and report["result"] == "success"

@@ -370,15 +370,15 @@ def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
     assert state['current'] == 'go' and state['history'][-1]['result'] == 'recorded'
 
 
-# --- stop with handover: do not wait for a process that drains after closing its listeners ---------
+# --- restart with handover: do not wait for a process that drains after closing its listeners -----
 
-DRAINER = r'''
+DRAINER = r"""
 import signal, socket, sys, time
+listen, drain, port = sys.argv[1] == 'listen', float(sys.argv[2]), int(sys.argv[3])
 server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(('127.0.0.1', 0))
+server.bind(('127.0.0.1', port))
 server.listen(16)
-listen, drain = sys.argv[1] == 'listen', float(sys.argv[2])
 port = server.getsockname()[1]
 if not listen:
     server.close()
@@ -390,41 +390,57 @@ def stop(signum, frame):
 signal.signal(signal.SIGTERM, stop)
 print(port, flush=True)
 time.sleep(30)
-'''
+"""
 
 
-class StopJob(object):
-    """`systemctl stop`: SIGTERM to the service process; done once the process is gone."""
+REAL_POPEN = subprocess.Popen
 
-    def __init__(self, child):
-        self.child = child
+
+def drainer(mode, drain, port=0):
+    child = REAL_POPEN([sys.executable, '-c', DRAINER, mode, str(drain), str(port)], stdout=subprocess.PIPE)
+    return child, int(child.stdout.readline())
+
+
+class RestartJob(object):
+    """`systemctl restart` as systemd runs it: SIGTERM to the old process, the new one once it is gone."""
+
+    def __init__(self, old, start_new, fail_start=False):
+        self.old, self.start_new, self.fail_start = old, start_new, fail_start
+        self.new = None
         self.returncode = None
-        child.send_signal(15)
+        old.send_signal(15)
 
     def poll(self):
-        if self.child.poll() is not None:
-            self.returncode = 0
+        if self.returncode is None and self.old.poll() is not None:
+            if self.fail_start:
+                self.returncode = 1
+            else:
+                self.new = self.start_new()
+                self.returncode = 0
         return self.returncode
 
     def kill(self):
         pass
 
     def communicate(self, timeout=None):
-        self.child.wait(timeout=timeout or 30)
-        self.returncode = 0
-        return b'', b''
+        deadline = time.monotonic() + (timeout or 30)
+        while self.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return b'', b'Job for MTProxy.service failed.' if self.returncode else b''
 
 
 @pytest.fixture
 def service(monkeypatch):
-    """Start a drainer ('listen' or 'quiet', drain seconds) as the unit's process; record systemctl calls."""
+    """A unit whose process is a drainer; restart() runs a RestartJob. Records systemctl calls."""
     children = []
     calls = []
+    jobs = []
 
-    def start(mode, drain):
-        child = subprocess.Popen([sys.executable, '-c', DRAINER, mode, str(drain)], stdout=subprocess.PIPE)
-        port = int(child.stdout.readline())
+    def start(mode, drain, new_mode='listen', fail_start=False):
+        child, port = drainer(mode, drain)
         children.append(child)
+        systemd = FakeSystemd({'MainPID': str(child.pid), 'ActiveState': 'failed' if fail_start else 'active',
+                               'Result': 'exit-code'})
 
         def fake_run(argv, timeout=60):
             calls.append(list(argv))
@@ -432,9 +448,19 @@ def service(monkeypatch):
                 child.kill()
             return 0, '', ''
 
+        def start_new():
+            new, _port = drainer(new_mode, 30, port)
+            children.append(new)
+            return new
+
+        def popen(argv, **kw):
+            assert argv == ['systemctl', 'restart', 'MTProxy.service']
+            jobs.append(RestartJob(child, start_new, fail_start))
+            return jobs[-1]
+
         monkeypatch.setattr(switch, 'run', fake_run)
-        monkeypatch.setattr(switch.subprocess, 'Popen', lambda argv, **kw: StopJob(child))
-        return child, port
+        monkeypatch.setattr(switch.subprocess, 'Popen', popen)
+        return systemd, child, port
 
     yield start, calls
     for child in children:
@@ -443,46 +469,76 @@ def service(monkeypatch):
         child.wait()
 
 
+RESET_CALL = ['systemctl', 'reset-failed', 'MTProxy.service']
 SIGKILL_CALL = ['systemctl', 'kill', '--signal=SIGKILL', 'MTProxy.service']
 
 
 def test_listeners_closed_ends_a_draining_process_without_waiting(service):
     start, calls = service
-    child, port = start('listen', 30)
-    systemd = FakeSystemd({})
-    _stop_ms, killed, _t0, handover_at, ended_early = switch.stop_measured(
-        systemd, child.pid, 60, 'listeners_closed', port)
+    systemd, child, port = start('listen', 30)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'listeners_closed')
+    assert failure is None
     assert child.returncode == -9
-    assert ended_early is True and handover_at is not None and killed is False
-    assert calls == [SIGKILL_CALL]
+    assert timings['ended_after_listeners_closed'] is True and timings['listeners_closed_ms'] is not None
+    assert timings['killed_after_stop_timeout'] is False
+    assert timings['unavailable_ms'] < 10000 and timings['start_ms'] is not None
+    assert calls == [RESET_CALL, SIGKILL_CALL]
+    assert switch.tcp_accepts(port)
 
 
 def test_wait_exit_lets_the_old_process_drain(service):
     start, calls = service
-    child, port = start('listen', 0.3)
-    _stop_ms, killed, _t0, handover_at, ended_early = switch.stop_measured(
-        FakeSystemd({}), child.pid, 60, 'wait_exit', port)
-    assert child.returncode == 0
-    assert (killed, handover_at, ended_early) == (False, None, False)
-    assert calls == []
+    systemd, child, port = start('listen', 0.3)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'wait_exit')
+    assert failure is None and child.returncode == 0
+    assert timings['stop_ms'] >= 300
+    assert (timings['listeners_closed_ms'], timings['ended_after_listeners_closed']) == (None, False)
+    assert calls == [RESET_CALL]
+
+
+def test_a_process_that_exits_soon_after_closing_its_listeners_is_not_ended(service):
+    start, calls = service
+    systemd, child, port = start('listen', 0.002)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'listeners_closed')
+    assert failure is None and child.returncode == 0
+    assert timings['ended_after_listeners_closed'] is False
+    assert calls == [RESET_CALL]
 
 
 def test_listeners_closed_waits_when_the_process_never_listened(service):
     start, calls = service
-    child, port = start('quiet', 0.3)
-    _stop_ms, _killed, _t0, handover_at, ended_early = switch.stop_measured(
-        FakeSystemd({}), child.pid, 60, 'listeners_closed', port)
-    assert child.returncode == 0 and handover_at is None and ended_early is False
-    assert calls == []
+    systemd, child, port = start('quiet', 0.3)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'listeners_closed')
+    assert failure is None and child.returncode == 0
+    assert timings['listeners_closed_ms'] is None and timings['ended_after_listeners_closed'] is False
+    assert calls == [RESET_CALL]
 
 
 def test_stop_timeout_still_bounds_a_process_that_does_not_exit(service):
     start, calls = service
-    child, port = start('quiet', 30)
-    _stop_ms, killed, _t0, _handover_at, ended_early = switch.stop_measured(
-        FakeSystemd({}), child.pid, 0.3, 'listeners_closed', port)
-    assert killed is True and ended_early is False and child.returncode == -9
-    assert calls == [SIGKILL_CALL]
+    systemd, child, port = start('quiet', 30)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 0.3, 'listeners_closed')
+    assert failure is None
+    assert timings['killed_after_stop_timeout'] is True and timings['ended_after_listeners_closed'] is False
+    assert child.returncode == -9
+    assert calls == [RESET_CALL, SIGKILL_CALL]
+
+
+def test_a_failed_start_is_reported_with_the_unit_state(service):
+    start, _calls = service
+    systemd, child, port = start('listen', 0, fail_start=True)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'listeners_closed')
+    assert child.returncode == 0
+    assert timings['start_ms'] is None and timings['unavailable_ms'] is None
+    assert 'failed' in failure and 'Job for MTProxy.service failed.' in failure
+
+
+def test_a_new_process_that_never_listens_times_out(service):
+    start, _calls = service
+    systemd, _child, port = start('listen', 0, new_mode='quiet')
+    timings, failure = switch.restart_measured(systemd, port, None, 0.5, 60, 'listeners_closed')
+    assert timings['start_ms'] is None
+    assert 'did not accept connections within 0.5s' in failure
 
 
 def test_port_refuses_only_on_an_actual_refusal():
