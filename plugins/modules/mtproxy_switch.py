@@ -19,7 +19,8 @@ description:
     Removing the drop-in returns the service to the C binary.
   - With O(method=symlink) the C(ExecStart) binary path must already be a symlink (C(current -> release));
     it is replaced atomically.
-  - Restarts the service (stop, then start; see O(handover) for when the start may begin), measures how
+  - Restarts the service with one C(systemctl restart) job (systemd starts the new process as soon as the
+    old one is gone; see O(handover) for when that may be), measures how
     long the client port refused connections,
     waits for the stats port, and proves that the new main process runs the frozen argv with only the
     program replaced.
@@ -57,25 +58,27 @@ options:
     default: dropin
     choices: [dropin, symlink]
   listen_timeout:
-    description: Seconds to wait after C(systemctl start) for the client port, then the stats port, to accept.
+    description: Seconds to wait once the old process is gone for the client port, then the stats port, to accept.
     type: float
     default: 15
   stop_timeout:
     description:
-      - Seconds to wait for C(systemctl stop) to finish. Past it the unit's processes are killed with
-        SIGKILL through C(systemctl kill) (a binary hung on SIGTERM cannot block a switch).
+      - Seconds to wait for the old main process to exit once the restart began. Past it the unit's
+        processes are killed with SIGKILL through C(systemctl kill) (a binary hung on SIGTERM cannot
+        block a switch).
     type: float
     default: 30
   handover:
     description:
-      - When the new binary may start. The stop is always a C(systemctl stop) job (ExecStop=, KillMode=
-        and KillSignal= of the unit apply; Restart= does not fire).
+      - When the new binary may start. The stop is always the stop half of a C(systemctl restart) job
+        (ExecStop=, KillMode= and KillSignal= of the unit apply; Restart= does not fire).
       - V(listeners_closed) starts the new binary as soon as the old one stops accepting clients. If the
-        old main process still runs 20 ms after the first client port started refusing connections on
-        127.0.0.1 (the Go port closes its listeners at once on SIGTERM but drains open clients for
-        about 2 s; C exits within a few ms and is never cut short), the unit's
-        processes are ended with SIGKILL through C(systemctl kill), as a stop timeout would. Clients
-        still connected to the old process are cut then instead of after its own drain, and the unit
+        old main process still runs after the first client port started refusing connections on
+        127.0.0.1 (at once when it is the Go binary, which closes its listeners first on SIGTERM and
+        then drains open clients for about 2 s; 20 ms later when it is C, which exits within a few ms
+        and so is never cut short), the unit's processes are ended with SIGKILL as a stop timeout
+        would, through the unit cgroup's C(cgroup.kill) when the kernel has it, else C(systemctl kill).
+        Clients still connected to the old process are cut then instead of after its own drain, and the unit
         records the stop as result C(signal) (so C(OnFailure=) units see a failure) until the new
         process starts. When the old process never listened on that port, this is the same as
         V(wait_exit).
@@ -142,9 +145,9 @@ method:
 timings:
   description:
     - Restart measurements in milliseconds; null when nothing was restarted.
-    - C(stop_ms) from C(systemctl stop) until the old main process was gone, C(start_ms) from
-      C(systemctl start) until the client port accepted, C(unavailable_ms) from the stop until the client
-      port accepted, C(stats_ms) from the start until the stats port accepted,
+    - C(stop_ms) from C(systemctl restart) until the old main process was gone, C(start_ms) from then
+      until the client port accepted, C(unavailable_ms) from the restart until the client port
+      accepted, C(stats_ms) from the old process gone until the stats port accepted,
       C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
     - C(handover) the O(handover) used, C(listeners_closed_ms) from the stop until the client port refused
       while the old process still ran (null if it exited first or with O(handover=wait_exit)),

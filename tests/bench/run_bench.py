@@ -122,8 +122,8 @@ class Bench:
                       '-e', 'mtproxy_test_stage_dir=%s' % self.stage_dir,
                       '-e', json.dumps({'mtproxy_test_client_args': [
                           '--host', '127.0.0.1', '--port', str(CLIENT_PORT), '--mode', 'mixed',
-                          '--rate', str(self.client_rate), '--junk-share', '0.1', '--count', '100000',
-                          '--max-seconds', '3600']}))
+                          '--rate', str(self.client_rate), '--junk-share', '0.1', '--count', '10000',
+                          '--max-seconds', '600']}))
         with open(os.path.join(self.stage_dir, 'go-binary-vars.yml')) as handle:
             text = handle.read()
         self.go_sha = text.split('mtproxy_cutover_go_sha256:')[1].strip().strip('"')

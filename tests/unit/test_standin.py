@@ -968,3 +968,21 @@ def test_go_workers_start_right_when_the_cmdline_was_already_masqueraded(lab):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name, words", [
+    ("mtproto-proxy-go", "Can not parse options: unrecognized option -Z"),
+    ("mtproto-proxy", "invalid option -- 'Z'"),
+])
+def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_path, name, words):
+    module_dir = tmp_path / "module"
+    module_dir.mkdir()
+    shutil.copy(STANDIN, str(module_dir / "mtproxy_standin.py"))
+    binary = tmp_path / name
+    shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_launcher.py"), str(binary))
+    env = dict(os.environ, MTPROXY_STANDIN_DIR=str(module_dir),
+               MTPROXY_STANDIN_FAULTS=str(tmp_path / "no-faults.json"))
+    proc = subprocess.run([sys.executable, "-S", str(binary), "-Z", "backend.conf"], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr

@@ -505,6 +505,19 @@ def test_a_process_that_exits_soon_after_closing_its_listeners_is_not_ended(serv
     assert calls == [RESET_CALL]
 
 
+@pytest.mark.parametrize('old_flavor, ended', [('go', True), ('c', False)])
+def test_the_grace_after_closing_listeners_depends_on_the_binary_stopped(service, monkeypatch, old_flavor, ended):
+    # Scaled up so that scheduling delays cannot blur it: C gets 30 s (outlives a 0.5 s drain), Go none.
+    monkeypatch.setattr(switch, 'HANDOVER_GRACE', {'c': 30.0, 'go': 0.0})
+    start, calls = service
+    systemd, child, port = start('listen', 0.5)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'listeners_closed', old_flavor=old_flavor)
+    assert failure is None
+    assert timings['ended_after_listeners_closed'] is ended
+    assert child.returncode == (-9 if ended else 0)
+    assert calls == [RESET_CALL] + ([SIGKILL_CALL] if ended else [])
+
+
 def test_listeners_closed_waits_when_the_process_never_listened(service):
     start, calls = service
     systemd, child, port = start('quiet', 0.3)
@@ -554,3 +567,25 @@ def test_port_refuses_only_on_an_actual_refusal():
 def test_unknown_handover_is_refused(tmp_path):
     with pytest.raises(SwitchError, match='handover must be one of'):
         switch.switch_service('MTProxy', str(tmp_path), 'c', handover='sometime')
+
+
+def test_kill_unit_writes_cgroup_kill_of_the_unit(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(switch, 'run', lambda argv, timeout=60: calls.append(argv) or (0, '', ''))
+    unified = tmp_path / 'unified'
+    cgroup = '/docker/abc/system.slice/MTProxy.service'
+    (unified / cgroup.lstrip('/')).mkdir(parents=True)
+    (unified / cgroup.lstrip('/') / 'cgroup.kill').write_text('')
+    monkeypatch.setattr(switch, 'CGROUP_ROOTS', (str(tmp_path / 'v2'), str(unified)))
+    assert switch.kill_unit(FakeSystemd({}), cgroup) == 'cgroup.kill'
+    assert (unified / cgroup.lstrip('/') / 'cgroup.kill').read_text() == '1'
+    assert calls == []
+
+
+@pytest.mark.parametrize('cgroup', ['', '/system.slice/MTProxy.service'])
+def test_kill_unit_falls_back_to_systemctl_kill(tmp_path, monkeypatch, cgroup):
+    calls = []
+    monkeypatch.setattr(switch, 'run', lambda argv, timeout=60: calls.append(argv) or (0, '', ''))
+    monkeypatch.setattr(switch, 'CGROUP_ROOTS', (str(tmp_path),))
+    assert switch.kill_unit(FakeSystemd({}), cgroup) == 'systemctl'
+    assert calls == [SIGKILL_CALL]
