@@ -20,7 +20,11 @@ def test_crash_rolls_back_the_host_and_stops_the_waves():
     assert run["rc"] == 2
     report = cc.load_report()
     assert {name: entry["result"] for name, entry in report["hosts"].items()} == EXPECTED
-    assert report["hosts"][CRASHING]["verdict"] == "fail" or "did not come up" in report["hosts"][CRASHING]["reason"]
+    crashed = report["hosts"][CRASHING]
+    # Where the crash lands in the window decides how it shows: failed counters, too few /stats
+    # answers to judge (inconclusive fails by policy), or a start that never came up.
+    assert (crashed["verdict"] == "fail" or "did not come up" in crashed["reason"]
+            or (crashed["verdict"] == "inconclusive" and "successful scrapes" in crashed["reason"])), crashed
     assert "flip" not in report["hosts"]["crash_mid_wave-h4"]["stages"]
     assert cc.incident_note(cc.first_run_id(), CRASHING) is not None
 
