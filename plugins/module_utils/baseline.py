@@ -13,9 +13,9 @@ __metaclass__ = type
 
 import json
 import os
-import tempfile
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import collect_window, judge_window
+from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import write_private_json
 
 BASELINE_FILE = 'baseline.json'
 FLAVORS = {'c': 'C', 'go': 'Go'}
@@ -37,24 +37,6 @@ def read_baseline(path):
     if not isinstance(document, dict):
         raise BaselineError('%s does not hold a baseline summary; remove it to take a new baseline' % path)
     return document
-
-
-def write_baseline(path, summary):
-    """Write the summary root-only (0600) and atomically, like the manifest beside it."""
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.baseline.')
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, 'w') as handle:
-            json.dump(summary, handle, indent=2, sort_keys=True)
-            handle.write('\n')
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _version(samples):
@@ -100,7 +82,7 @@ def observe(service, url, current, baseline_path, take_baseline, samples, interv
     if take:
         result['baseline'] = judged['summary']
         if not check_mode:
-            write_baseline(baseline_path, judged['summary'])
+            write_private_json(baseline_path, judged['summary'])
     else:
         result['baseline'] = read_baseline(baseline_path) or {}
     return result

@@ -13,8 +13,10 @@ __metaclass__ = type
 
 import copy
 import hashlib
+import json
 import os
 import re
+import tempfile
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
     REDACTED, parse_argv, redact_argv, redact_text, secret_values)
@@ -45,6 +47,25 @@ def sha256_file(path, chunk=1 << 20):
     except (IOError, OSError):
         return None
     return digest.hexdigest()
+
+
+def write_private_json(path, document):
+    """Write ``document`` root-only (directory 0700, file 0600) and atomically (rename)."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    os.chmod(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".%s." % os.path.basename(path))
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(document, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.rename(tmp, path)
+    except Exception:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def resolve_path(path, working_directory):

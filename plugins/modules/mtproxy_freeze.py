@@ -169,7 +169,6 @@ warnings:
 import datetime
 import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
@@ -203,24 +202,6 @@ def read_json(path):
         return None
     except ValueError:
         raise FreezeError("%s is not valid JSON" % path)
-
-
-def write_private_json(path, document):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
-    os.chmod(directory, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def gather_environment(show):
@@ -359,7 +340,7 @@ def freeze(params, run_command, check_mode, now):
 
 def _write(result, before, after, status, check_mode):
     if not check_mode:
-        write_private_json(result["manifest_path"], after)
+        mf.write_private_json(result["manifest_path"], after)
     result["diff"] = {"before": _pretty(before), "after": _pretty(after),
                       "before_header": result["manifest_path"], "after_header": result["manifest_path"]}
     return _result(result, after, status, changed=True)

@@ -44,7 +44,7 @@ def test_check_mode_samples_but_writes_nothing(tmp_path):
 
 def test_a_kept_baseline_is_read_back_with_one_scrape(tmp_path):
     path = str(tmp_path / 'baseline.json')
-    bl.write_baseline(path, {'flavor': 'c', 'samples_ok': 7})
+    bl.write_private_json(path, {'flavor': 'c', 'samples_ok': 7})
     with StatsServer([{'body': C_START}]) as server:
         seen = bl.observe('MTProxy.service', server.url, 'c', path, False, 7, 0.01, False)
         assert len(server.requests) == 1
