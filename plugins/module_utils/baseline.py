@@ -12,7 +12,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import os
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import collect_window, judge_window
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import write_private_json
