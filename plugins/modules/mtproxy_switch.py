@@ -149,13 +149,16 @@ timings:
       until the client port accepted, C(unavailable_ms) from the restart until the client port
       accepted, C(stats_ms) from the old process gone until the stats port accepted,
       C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
+    - C(spawn_ms) is the part of C(start_ms) before systemd forked the new main process (its
+      C(ExecMainStartTimestamp)), C(binary_start_ms) the rest, the binary's own start until the
+      client port accepted; both null when systemd gives no such time stamp.
     - C(handover) the O(handover) used, C(listeners_closed_ms) from the stop until the client port refused
       while the old process still ran (null if it exited first or with O(handover=wait_exit)),
       C(ended_after_listeners_closed) whether the old processes were then ended with SIGKILL.
   returned: always
   type: dict
-  sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, killed_after_stop_timeout: false,
-           handover: listeners_closed, listeners_closed_ms: null, ended_after_listeners_closed: false}
+  sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, spawn_ms: 3.1, binary_start_ms: 11.1,
+           killed_after_stop_timeout: false, handover: listeners_closed, listeners_closed_ms: null, ended_after_listeners_closed: false}
 argv_matches:
   description: Whether the live main process runs the expected argv (frozen argv, program replaced for Go).
   returned: always

@@ -238,6 +238,11 @@ class Bench:
             values = [r[field] for r in runs[key] if r.get(field) is not None]
             return round(statistics.median(values), 1) if values else None
 
+        def med_timing(key, field):
+            values = [r['module_timings'][field] for r in runs[key]
+                      if (r.get('module_timings') or {}).get(field) is not None]
+            return round(statistics.median(values), 1) if values else None
+
         def spread(key, field='window_ms'):
             values = [r[field] for r in runs[key]]
             return [round(min(values), 1), round(max(values), 1)] if values else None
@@ -249,6 +254,9 @@ class Bench:
             'rollback_held_wait_exit_window_ms': med('rollback_held_wait_exit'),
             'flip_refused': med('flip', 'refused'), 'floor_refused': med('floor', 'refused'),
             'rollback_refused': med('rollback', 'refused'), 'rollback_held_refused': med('rollback_held', 'refused'),
+            # systemd's part of each window: from the old process gone to its fork of the new one.
+            'flip_spawn_ms': med_timing('flip', 'spawn_ms'),
+            'rollback_held_spawn_ms': med_timing('rollback_held', 'spawn_ms'),
             'ranges_ms': {k: spread(k) for k in runs if runs[k]},
             'samples': {k: len(v) for k, v in runs.items()},
         }
@@ -369,10 +377,12 @@ def table(r):
             rows.append((name, '%s%s' % (r[key], unit), target))
     add('flip C->Go window (median)', 'flip_window_ms', '', ' ms')
     add('floor C->Go by hand (median)', 'floor_window_ms', '', ' ms')
+    add('  of which systemd forking Go', 'flip_spawn_ms', '', ' ms')
     add('flip_ratio', 'flip_ratio', '<= 1.2')
     add('rollback Go->C window', 'rollback_window_ms', '', ' ms')
     add('floor Go->C by hand', 'floor_rollback_window_ms', '', ' ms')
     add('rollback Go->C, 20 held clients', 'rollback_held_window_ms', '<= 60 ms', ' ms')
+    add('  of which systemd forking C', 'rollback_held_spawn_ms', '', ' ms')
     add('  same, handover=wait_exit', 'rollback_held_wait_exit_window_ms', '', ' ms')
     add('floor Go->C held, by hand', 'floor_held_window_ms', '', ' ms')
     for size, entry in sorted((r.get('fleet') or {}).items(), key=lambda kv: int(kv[0])):

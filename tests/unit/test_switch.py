@@ -449,6 +449,8 @@ def service(monkeypatch):
             return 0, '', ''
 
         def start_new():
+            # As systemd does: stamp the fork of the new main process on CLOCK_MONOTONIC.
+            systemd.props['ExecMainStartTimestampMonotonic'] = str(int(time.monotonic() * 1e6))
             new, _port = drainer(new_mode, 30, port)
             children.append(new)
             return new
@@ -484,6 +486,30 @@ def test_listeners_closed_ends_a_draining_process_without_waiting(service):
     assert timings['unavailable_ms'] < 10000 and timings['start_ms'] is not None
     assert calls == [RESET_CALL, SIGKILL_CALL]
     assert switch.tcp_accepts(port)
+
+
+def test_start_ms_splits_into_systemd_spawn_and_the_binary_start(service):
+    start, _calls = service
+    systemd, _child, port = start('listen', 0.05)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'wait_exit')
+    assert failure is None
+    assert timings['spawn_ms'] >= 0 and timings['binary_start_ms'] > 0
+    assert timings['spawn_ms'] + timings['binary_start_ms'] == pytest.approx(timings['start_ms'], abs=0.01)
+
+
+@pytest.mark.parametrize('stamp', ['0', '', 'n/a', '1'])
+def test_no_spawn_split_without_a_fork_time_stamp_from_this_start(service, stamp):
+    start, _calls = service
+    systemd, _child, port = start('listen', 0.05)
+
+    class StaleStamp(FakeSystemd):
+        def show(self, *props):
+            return dict(self.props, ExecMainStartTimestampMonotonic=stamp)
+
+    systemd.__class__ = StaleStamp
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'wait_exit')
+    assert failure is None and timings['start_ms'] is not None
+    assert (timings['spawn_ms'], timings['binary_start_ms']) == (None, None)
 
 
 def test_wait_exit_lets_the_old_process_drain(service):
