@@ -37,11 +37,12 @@ ARGUMENT_SPEC = dict(
     host=dict(type="str"),
     stage=dict(type="str", choices=list(STAGES)),
     record=dict(type="dict"),
+    note=dict(type="str"),
     finished_at=dict(type="str"),
     result=dict(type="str", choices=list(RUN_RESULTS)),
     reason=dict(type="str"),
 )
-REQUIRED_BY = dict(record=["host", "stage"])
+REQUIRED_BY = dict(record=["host", "stage"], note=["host"])
 
 
 class ReportError(Exception):
@@ -136,11 +137,29 @@ def write_run(run_dir, run):
     atomic_write(os.path.join(run_dir, "run.json"), _dumps(run))
 
 
+def _check_host(host):
+    if not host or os.sep in host or host.startswith("."):
+        raise ReportError("invalid host name %r for a record file" % host)
+
+
+def note_path(run_dir, host):
+    return os.path.join(run_dir, "incidents", host + ".md")
+
+
+def write_note(run_dir, host, text):
+    """Write the incident note of ``host``; returns its path."""
+    _check_host(host)
+    path = note_path(run_dir, host)
+    if not os.path.isdir(os.path.dirname(path)):
+        os.makedirs(os.path.dirname(path))
+    atomic_write(path, text if text.endswith("\n") else text + "\n")
+    return path
+
+
 def write_record(run_dir, host, stage, record):
     if stage not in STAGES:
         raise ReportError("unknown stage %r (known: %s)" % (stage, ", ".join(STAGES)))
-    if not host or os.sep in host or host.startswith("."):
-        raise ReportError("invalid host name %r for a record file" % host)
+    _check_host(host)
     host_dir = os.path.join(run_dir, "hosts", host)
     if not os.path.isdir(host_dir):
         os.makedirs(host_dir)
@@ -251,30 +270,41 @@ def write_report(report, run_dir):
 
 
 def apply(params, check_mode=False):
-    """Write the run facts and one record if given, then render the report again.
+    """Write the run facts, an incident note and one record if given, then render the report again.
 
     params are the validated options of the mtproxy_report action plugin (see ARGUMENT_SPEC); a
     missing key counts as not given. In check mode nothing is written and the report is only built.
+    A record written with a note gets the note's path as ``incident_note``.
     Returns the result of the task; raises ReportError with the message to fail the task with.
     """
     run_dir = params.get("run_dir")
     if not run_dir:
         raise ReportError("run_dir is required")
+    note = None
     try:
+        if params.get("note") is not None:
+            _check_host(params.get("host"))
+            note = note_path(run_dir, params["host"])
         if not check_mode:
             if not os.path.isdir(run_dir):
                 os.makedirs(run_dir)
             if params.get("run"):
                 write_run(run_dir, params["run"])
+            if note is not None:
+                write_note(run_dir, params["host"], params["note"])
             if params.get("record") is not None:
-                write_record(run_dir, params.get("host"), params.get("stage"), params["record"])
+                record = params["record"]
+                if note is not None:
+                    record = dict(record, incident_note=note)
+                write_record(run_dir, params.get("host"), params.get("stage"), record)
         run = params.get("run") or load_run(run_dir)
     except (ReportError, OSError, ValueError, TypeError) as exc:
         raise ReportError("cannot write the report of %s: %s" % (run_dir, exc))
     if not run.get("run_id"):
         if check_mode:
             # A dry run never wrote run.json: there is nothing to render.
-            return dict(changed=False, report={}, json_path=None, markdown_path=None, result=None)
+            return dict(changed=False, report={}, json_path=None, markdown_path=None, result=None,
+                        note_path=note)
         raise ReportError("no run facts in %s: pass run= once when the run starts" % run_dir)
     json_path = os.path.join(run_dir, "report.json")
     md_path = os.path.join(run_dir, "report.md")
@@ -289,4 +319,5 @@ def apply(params, check_mode=False):
     except (ReportError, OSError, ValueError, TypeError) as exc:
         raise ReportError("cannot write the report of %s: %s" % (run_dir, exc))
     # Records and reports are artifacts of the run, not managed state: writing them is not a change.
-    return dict(changed=False, report=report, json_path=json_path, markdown_path=md_path, result=report["result"])
+    return dict(changed=False, report=report, json_path=json_path, markdown_path=md_path, result=report["result"],
+                note_path=note)

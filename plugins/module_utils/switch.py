@@ -21,6 +21,7 @@ import subprocess
 import time
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import redact_argv, redact_text
+from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import take_sample
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
 from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import CUTOVER_DROPIN, EXEC_PREFIXES, parse_show
 
@@ -39,6 +40,8 @@ DROPIN_HEADER = (
 # How often the client port is probed while the new process starts, and how often systemd is asked
 # whether it already gave up (asking costs a process spawn, so not on every probe).
 PROBE_INTERVAL = 0.001
+STATS_RETRY_INTERVAL = 0.2
+STATS_CHECK_TIMEOUT = 5.0
 STATE_CHECK_INTERVAL = 0.2
 # How the old process is stopped before the new one starts (module option ``handover``):
 # wait_exit waits for the unit to stop by itself; listeners_closed ends the old processes as soon as
@@ -763,10 +766,60 @@ def prove_process(manifest, target, binary, method, pid, secrets):
     return True, None
 
 
+FLAVOR_NAMES = {'c': 'C', 'go': 'Go'}
+
+
+def read_stats_flavor(url, timeout_s, take=None, clock=time.monotonic, sleep=time.sleep):
+    """(flavor, version, None) of the binary answering ``url``, or (None, None, why).
+
+    Retries every STATS_RETRY_INTERVAL until a body parses or ``timeout_s`` is spent: a binary that
+    just bound its stats port may not serve a full body at once. Bounded by timeout_s plus one scrape.
+    """
+    take = take or take_sample
+    deadline = clock() + timeout_s
+    while True:
+        sample = take(url)
+        parsed = sample.get('parsed')
+        if parsed is not None:
+            return parsed.flavor, str(parsed.redacted_values().get('version') or '').strip() or None, None
+        why = 'cannot read %s: %s' % (url, sample.get('detail') or sample.get('error'))
+        if clock() + STATS_RETRY_INTERVAL > deadline:
+            return None, None, why
+        sleep(STATS_RETRY_INTERVAL)
+
+
+def check_stats_flavor(result, target, timeout_s, service):
+    """Prove that the binary answering the manifest's stats URL is ``target``; fills stats_flavor."""
+    url = result.get('stats_url')
+    if not url:
+        raise SwitchError('%s: the manifest has no stats URL to prove the %s binary with (stats_check=false '
+                          'skips the proof)' % (service, FLAVOR_NAMES[target]), **result)
+    flavor, version, why = read_stats_flavor(url, timeout_s)
+    result.update(stats_flavor=flavor, stats_version=version)
+    if flavor != target:
+        raise SwitchError('%s should run the %s binary now, but %s' % (
+            service, FLAVOR_NAMES[target], why or '/stats answers as the %s binary' % FLAVOR_NAMES.get(flavor, flavor)),
+            **result)
+    return result
+
+
 def switch_service(service, state_dir, target, binary=None, method='dropin', listen_timeout=15.0,
                    stop_timeout=30.0, check_mode=False, systemd_dir=SYSTEMD_DIR, force_restart=False,
-                   journal_lines=0, handover='listeners_closed'):
-    """Point ``service`` at ``target`` and restart it; returns the module result (without secrets)."""
+                   journal_lines=0, handover='listeners_closed', stats_check=True):
+    """Point ``service`` at ``target`` and restart it; returns the module result (without secrets).
+
+    With ``stats_check`` (not in check mode) the result is then proven by /stats: the binary
+    answering the manifest's stats URL must be the target's (``stats_flavor``).
+    """
+    result = _switch(service, state_dir, target, binary, method, listen_timeout, stop_timeout, check_mode,
+                     systemd_dir, force_restart, journal_lines, handover)
+    if stats_check and not check_mode:
+        check_stats_flavor(result, target, min(float(listen_timeout), STATS_CHECK_TIMEOUT), service)
+    return result
+
+
+def _switch(service, state_dir, target, binary, method, listen_timeout, stop_timeout, check_mode, systemd_dir,
+            force_restart, journal_lines, handover):
     if target not in TARGETS:
         raise SwitchError('target must be one of %s' % ', '.join(TARGETS))
     if method not in METHODS:
@@ -799,6 +852,7 @@ def switch_service(service, state_dir, target, binary=None, method='dropin', lis
         'diff': pointing.diff(secrets),
         'stats_url': manifest.get('stats_url'),
         'client_ports': manifest.get('client_ports') or [],
+        'stats_flavor': None, 'stats_version': None,
         'journal': [],
     }
     in_place = pointing.ok and live_ok and state_agrees(state, target, binary, method)

@@ -48,7 +48,7 @@ options:
         description: Facts about the Go release (for example C(sha256), C(source)).
         type: dict
   host:
-    description: Inventory name of the host whose O(record) is written. Required with O(record).
+    description: Inventory name of the host whose O(record) or O(note) is written. Required with either.
     type: str
   stage:
     description: Stage the O(record) belongs to. Required with O(record).
@@ -59,6 +59,12 @@ options:
       - Redacted facts of one stage of one host, written to O(run_dir)/hosts/<host>/<stage>.json
         before the report is rendered again.
     type: dict
+  note:
+    description:
+      - Markdown text of an incident note for O(host), written to O(run_dir)/incidents/<host>.md.
+      - A O(record) written in the same task gets the note's path as C(incident_note).
+      - Like the records, the text must already be redacted.
+    type: str
   finished_at:
     description: When the run finished (ISO 8601).
     type: str
@@ -96,6 +102,14 @@ EXAMPLES = r"""
     host: "{{ inventory_hostname }}"
     stage: flip
     record: "{{ flip_result }}"
+
+- name: Leave an incident note beside the rollback record
+  mtproxy.cutover.mtproxy_report:
+    run_dir: artifacts/20261127T020000Z
+    host: "{{ inventory_hostname }}"
+    stage: rollback
+    record: "{{ rollback_facts }}"
+    note: "{{ lookup('ansible.builtin.template', 'incident.md.j2') }}"
 """
 
 RETURN = r"""
@@ -116,4 +130,9 @@ result:
   returned: always
   type: str
   sample: success
+note_path:
+  description: Path of the incident note written for O(note); null without O(note).
+  returned: always
+  type: str
+  sample: artifacts/20261127T020000Z/incidents/mtproxy-1.md
 """

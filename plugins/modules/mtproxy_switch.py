@@ -88,6 +88,15 @@ options:
     type: str
     default: listeners_closed
     choices: [listeners_closed, wait_exit]
+  stats_check:
+    description:
+      - After the switch, and also when nothing had to change, read the manifest's C(/stats) URL on
+        127.0.0.1 and fail unless the binary answering it is the O(target)'s (C and Go answer with
+        different key sets). Retried every 0.2 s for up to 5 s (at most O(listen_timeout)) while the
+        body cannot be read or parsed. Not done in check mode.
+      - V(false) skips it, for a service frozen without a stats port.
+    type: bool
+    default: true
   force_restart:
     description:
       - Restart and measure even when the service already runs the target with the frozen argv
@@ -198,6 +207,15 @@ client_ports:
   returned: always
   type: list
   elements: int
+stats_flavor:
+  description: Which binary answered C(/stats) after the switch (V(c) or V(go)); null without O(stats_check) or in check mode.
+  returned: always
+  type: str
+  sample: c
+stats_version:
+  description: The C(version) value of that C(/stats) body, if it has one.
+  returned: always
+  type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -218,6 +236,7 @@ def main():
             force_restart=dict(type='bool', default=False),
             journal_lines=dict(type='int', default=0),
             handover=dict(type='str', default='listeners_closed', choices=['listeners_closed', 'wait_exit']),
+            stats_check=dict(type='bool', default=True),
         ),
         required_if=[('target', 'go', ['binary'])],
         supports_check_mode=True,
@@ -227,7 +246,8 @@ def main():
         result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
                                 params['method'], params['listen_timeout'], params['stop_timeout'],
                                 check_mode=module.check_mode, force_restart=params['force_restart'],
-                                journal_lines=params['journal_lines'], handover=params['handover'])
+                                journal_lines=params['journal_lines'], handover=params['handover'],
+                                stats_check=params['stats_check'])
     except SwitchError as exc:
         details = dict(exc.details)
         details.pop('diff', None)

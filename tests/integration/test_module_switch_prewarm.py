@@ -201,6 +201,10 @@ def test_flip_to_go(host):
     for key in ('stop_ms', 'start_ms', 'unavailable_ms', 'stats_ms'):
         assert isinstance(timings[key], float) and timings[key] >= 0, timings
     assert timings['unavailable_ms'] >= timings['start_ms']
+    # systemd's fork of the new main process falls inside start_ms; the binary's start is the rest.
+    assert 0 <= timings['spawn_ms'] <= timings['start_ms']
+    assert timings['spawn_ms'] + timings['binary_start_ms'] == pytest.approx(timings['start_ms'], abs=0.01)
+    assert result['stats_flavor'] == 'go'
     print('C -> Go timings (ms): %s' % timings)
     assert result['previous_good'] == {'flavor': 'c', 'binary': C_BIN}
     assert result['dropin_path'] == DROPIN
@@ -222,6 +226,7 @@ def test_second_go_run_is_idempotent(host):
     result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN})
     assert not result.get('failed'), result.get('msg')
     assert result['changed'] is False and result['restarted'] is False and result['argv_matches'] is True
+    assert result['stats_flavor'] == 'go'
     assert main_pid(host.name) == pid
 
 
@@ -229,6 +234,7 @@ def test_rollback_to_c(host):
     result = host.module('mtproxy_switch', {'target': 'c'}, diff=True)
     assert not result.get('failed'), result.get('msg')
     assert result['changed'] is True and result['argv_matches'] is True and result['binary'] == C_BIN
+    assert result['stats_flavor'] == 'c'
     assert result['diff']['after'] == ''
     assert sh(host.name, 'test -e %s && echo present || echo absent' % DROPIN).strip() == 'absent'
     assert cmdline(host.name, main_pid(host.name)) == C_ARGV
@@ -252,6 +258,19 @@ def test_rollback_from_a_failed_go_start(host):
     assert not back.get('failed'), back.get('msg')
     assert back['argv_matches'] is True
     assert cmdline(host.name, main_pid(host.name)) == C_ARGV
+
+
+def test_a_go_release_that_answers_as_c_is_refused(host):
+    """A wrongly built release (the C binary under a Go path) starts fine; /stats gives it away."""
+    wrong = '/opt/MTProxy/releases/mislabelled/mtproto-proxy'
+    sh(host.name, 'mkdir -p %s && cp %s %s' % (os.path.dirname(wrong), GO_BIN, wrong))
+    result = host.module('mtproxy_switch', {'target': 'go', 'binary': wrong})
+    assert result.get('failed') is True
+    assert result['msg'] == 'MTProxy should run the Go binary now, but /stats answers as the C binary'
+    assert result['stats_flavor'] == 'c' and result['changed'] is True
+    back = host.module('mtproxy_switch', {'target': 'c'})
+    assert not back.get('failed'), back.get('msg')
+    assert back['stats_flavor'] == 'c' and cmdline(host.name, main_pid(host.name)) == C_ARGV
 
 
 def test_prewarm_good_binary_starts_and_stops(host):

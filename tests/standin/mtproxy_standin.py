@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Stand-in for the MTProxy binaries (C original and contract-compatible Go port).
 
-Installed by copying this file to the binary's path. The flavour comes from the basename of
-argv[0]: a name containing "go" (e.g. ``mtproto-proxy-go``) behaves like the Go port, anything else
-(``mtproto-proxy``) like the C binary. Python 3.8+ standard library only.
+Installed by copying this file to the binary's path. The flavour comes from the basename of the
+file argv[0] resolves to (symlinks followed, as the kernel runs the link's target): a name containing
+"go" (e.g. ``mtproto-proxy-go``) behaves like the Go port, anything else (``mtproto-proxy``) like
+the C binary. Python 3.8+ standard library only.
 
 What is reproduced (see tests/fixtures/real-stats/README.md for the measurements):
 
@@ -2373,7 +2374,7 @@ def main(argv):
     C_COUNTER_KEYS = set(k for k, d in C_LINES if d.isdigit()) - C_NOT_COUNTERS
     GO_COUNTER_KEYS = set(k for k, d in GO_LINES if d.isdigit()) - GO_NOT_COUNTERS
     argv0 = argv[0]
-    flavour = "go" if "go" in os.path.basename(argv0) else "c"
+    flavour = "go" if "go" in os.path.basename(os.path.realpath(argv0) if os.sep in argv0 else argv0) else "c"
     set_process_name(os.path.basename(argv0))
     faults = Faults(flavour, os.environ.get("MTPROXY_STANDIN_FAULTS", DEFAULT_FAULTS_PATH))
     reject_flags_check(argv0, argv[1:], faults)

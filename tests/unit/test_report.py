@@ -158,7 +158,46 @@ def test_apply_in_check_mode_without_run_renders_nothing(tmp_path):
     assert not os.path.exists(run_dir)
     assert result["report"]["run_id"] == "r2"
     empty = rep.apply(_params(run_dir), check_mode=True)
-    assert empty == dict(changed=False, report={}, json_path=None, markdown_path=None, result=None)
+    assert empty == dict(changed=False, report={}, json_path=None, markdown_path=None, result=None, note_path=None)
+
+
+ROLLBACK = {"ok": True, "changed": True, "reason": "canary failed", "binary": "/opt/MTProxy/mtproto-proxy"}
+
+
+def test_apply_writes_the_incident_note_and_points_the_record_at_it(tmp_path):
+    run_dir = _run(tmp_path)
+    result = rep.apply(_params(run_dir, host="h1", stage="rollback", record=ROLLBACK, note="# Incident: h1"))
+    path = os.path.join(run_dir, "incidents", "h1.md")
+    assert result["note_path"] == path
+    with open(path) as handle:
+        assert handle.read() == "# Incident: h1\n"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    with open(os.path.join(run_dir, "hosts", "h1", "rollback.json")) as handle:
+        assert json.load(handle) == dict(ROLLBACK, incident_note=path)
+    assert result["report"]["hosts"]["h1"]["result"] == "rolled_back"
+
+
+def test_apply_writes_a_note_alone_and_replaces_an_older_one(tmp_path):
+    run_dir = _run(tmp_path)
+    rep.apply(_params(run_dir, host="h1", note="first\n"))
+    result = rep.apply(_params(run_dir, host="h1", note="second\n"))
+    with open(result["note_path"]) as handle:
+        assert handle.read() == "second\n"
+    assert not os.path.exists(os.path.join(run_dir, "hosts"))
+
+
+def test_apply_in_check_mode_names_the_note_but_writes_none(tmp_path):
+    run_dir = _run(tmp_path)
+    result = rep.apply(_params(run_dir, host="h1", stage="rollback", record=ROLLBACK, note="text"), check_mode=True)
+    assert result["note_path"] == os.path.join(run_dir, "incidents", "h1.md")
+    assert sorted(os.listdir(run_dir)) == ["run.json"]
+
+
+def test_apply_refuses_a_note_for_an_unsafe_host_name(tmp_path):
+    run_dir = _run(tmp_path)
+    with pytest.raises(rep.ReportError, match="invalid host name '../h1'"):
+        rep.apply(_params(run_dir, host="../h1", note="text"))
+    assert sorted(os.listdir(run_dir)) == ["run.json"]
 
 
 @pytest.mark.parametrize("host, stage, cause", [

@@ -986,3 +986,25 @@ def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_pat
                           text=True, timeout=60, env=env, check=False)
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr
+
+
+@pytest.mark.parametrize("target, words", [
+    ("mtproto-proxy-go", "Can not parse options: unrecognized option -Z"),
+    ("mtproto-proxy-c", "invalid option -- 'Z'"),
+])
+def test_a_binary_reached_through_a_symlink_has_the_flavour_of_its_target(tmp_path, target, words):
+    # The symlink switching method: ExecStart names the link, the kernel runs the release it points at.
+    module_dir = tmp_path / "module"
+    module_dir.mkdir()
+    shutil.copy(STANDIN, str(module_dir / "mtproxy_standin.py"))
+    release = tmp_path / "releases" / target
+    release.parent.mkdir()
+    shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_launcher.py"), str(release))
+    link = tmp_path / "mtproto-proxy"
+    link.symlink_to(release)
+    env = dict(os.environ, MTPROXY_STANDIN_DIR=str(module_dir),
+               MTPROXY_STANDIN_FAULTS=str(tmp_path / "no-faults.json"))
+    proc = subprocess.run([sys.executable, "-S", str(link), "-Z", "backend.conf"], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import switch
+from ansible_collections.mtproxy.cutover.plugins.module_utils import judge, switch
+from stats_fixtures import capture
 
 STANDIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'standin')
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
@@ -333,6 +334,10 @@ def test_already_switched_is_a_no_op(tmp_path, monkeypatch):
     path = switch.dropin_path('MTProxy.service', str(systemd_dir))
     switch.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
     switch.save_state(state_dir, 'MTProxy', transition(None, manifest(), 'go', go, 'dropin', None, 'T'))
+    with open(os.path.join(state_dir, 'MTProxy', 'manifest.json'), 'w') as handle:
+        json.dump(manifest(stats_url=STATS_URL), handle)
+    scraped = []
+    monkeypatch.setattr(switch, 'take_sample', lambda url: scraped.append(url) or body_sample('go-M1-idle-start.txt'))
     try:
         result = switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir))
     finally:
@@ -340,6 +345,8 @@ def test_already_switched_is_a_no_op(tmp_path, monkeypatch):
         proc.wait()
     assert result['changed'] is False and result['argv_matches'] is True and result['restarted'] is False
     assert result['timings'] is None and result['dropin_path'] == path
+    # Nothing changed, and still /stats proves the binary.
+    assert scraped == [STATS_URL] and result['stats_flavor'] == 'go'
 
 
 def test_wrong_live_argv_forces_a_restart(tmp_path, monkeypatch):
@@ -350,10 +357,70 @@ def test_wrong_live_argv_forces_a_restart(tmp_path, monkeypatch):
     switch.save_state(state_dir, 'MTProxy', transition(None, manifest(), 'go', go, 'dropin', None, 'T'))
     try:
         with pytest.raises(AssertionError, match='daemon-reload|nothing may be run'):
-            switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir))
+            switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir), stats_check=False)
     finally:
         proc.kill()
         proc.wait()
+
+
+STATS_URL = 'http://127.0.0.1:8888/stats'
+
+
+def body_sample(name):
+    return judge.sample_from_body(capture(name), 0.0)
+
+
+class Clock(object):
+    def __init__(self):
+        self.now = 100.0
+        self.slept = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_stats_proof_retries_until_a_body_parses():
+    clock = Clock()
+    answers = [judge.sample_error('refused', 0.0, 'connection refused'), judge.sample_error('truncated', 0.0),
+               body_sample('c-M1-idle-start.txt')]
+    flavor, version, why = switch.read_stats_flavor(STATS_URL, 5.0, take=lambda url: answers.pop(0),
+                                                    clock=clock, sleep=clock.sleep)
+    assert (flavor, why) == ('c', None) and version
+    assert clock.slept == [switch.STATS_RETRY_INTERVAL] * 2
+
+
+def test_the_stats_proof_gives_up_after_its_timeout_with_the_last_cause():
+    clock = Clock()
+    attempts = []
+
+    def refused(url):
+        attempts.append(url)
+        return judge.sample_error('refused', clock(), 'connection refused')
+    flavor, version, why = switch.read_stats_flavor(STATS_URL, 1.1, take=refused, clock=clock, sleep=clock.sleep)
+    assert (flavor, version) == (None, None)
+    assert why == 'cannot read %s: connection refused' % STATS_URL
+    assert len(attempts) == 6 and sum(clock.slept) <= 1.1
+
+
+@pytest.mark.parametrize('target, body, cause', [
+    ('c', 'go-M1-idle-start.txt', 'MTProxy should run the C binary now, but /stats answers as the Go binary'),
+    ('go', 'c-M1-idle-start.txt', 'MTProxy should run the Go binary now, but /stats answers as the C binary'),
+])
+def test_the_stats_proof_fails_on_the_other_binary(monkeypatch, target, body, cause):
+    monkeypatch.setattr(switch, 'take_sample', lambda url: body_sample(body))
+    with pytest.raises(switch.SwitchError) as err:
+        switch.check_stats_flavor({'stats_url': STATS_URL, 'changed': True}, target, 1.0, 'MTProxy')
+    assert str(err.value) == cause
+    assert err.value.details['changed'] is True and err.value.details['stats_flavor'] != target
+
+
+def test_the_stats_proof_needs_a_stats_url():
+    with pytest.raises(switch.SwitchError, match='MTProxy: the manifest has no stats URL .*stats_check=false'):
+        switch.check_stats_flavor({'stats_url': None}, 'c', 1.0, 'MTProxy')
 
 
 def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
@@ -361,11 +428,12 @@ def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
     systemd_dir = tmp_path / 'etc'
     switch.write_dropin(switch.dropin_path('MTProxy.service', str(systemd_dir)), render_dropin(EXEC_START, go), 0o600)
     try:
-        result = switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir))
+        result = switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir), stats_check=False)
     finally:
         proc.kill()
         proc.wait()
     assert result['changed'] is True and result['restarted'] is False
+    assert result['stats_flavor'] is None
     state = switch.load_state(state_dir, 'MTProxy')
     assert state['current'] == 'go' and state['history'][-1]['result'] == 'recorded'
 
