@@ -10,7 +10,7 @@ MTPROXY_GO_BINARY are set), then:
   3. judge cost (judge_cost.py).
 Prints a table and writes artifacts/bench/results.json. The fleet is removed on exit.
 
-Environment: BENCH_SIZES=1,5,10,20 BENCH_REPEATS=5 BENCH_WAIT_EXIT_REPEATS=2 BENCH_PREFIX=bench
+Environment: BENCH_SIZES=1,5,10,20 BENCH_REPEATS=7 BENCH_WAIT_EXIT_REPEATS=2 BENCH_PREFIX=bench
 BENCH_FORKS=25 BENCH_SKIP=flip,fleet,judge (any of them) BENCH_KEEP=1 (leave the hosts),
 BENCH_CLIENT_RATE=4 (test-client connections/s on every host; the fleet runs judge their windows
 with the SLO's minimum counts lowered to match), MOLECULE_HOST_IMAGE (else
@@ -62,7 +62,7 @@ class Bench:
     def __init__(self):
         self.prefix = os.environ.get('BENCH_PREFIX', 'bench')
         self.sizes = sorted(int(s) for s in env_list('BENCH_SIZES', '1,5,10,20'))
-        self.repeats = int(os.environ.get('BENCH_REPEATS', '5'))
+        self.repeats = int(os.environ.get('BENCH_REPEATS', '7'))
         self.wait_exit_repeats = int(os.environ.get('BENCH_WAIT_EXIT_REPEATS', '2'))
         self.forks = int(os.environ.get('BENCH_FORKS', '25'))
         self.client_rate = float(os.environ.get('BENCH_CLIENT_RATE', '4'))
