@@ -376,8 +376,8 @@ def table(r):
         if key in r and r[key] is not None:
             rows.append((name, '%s%s' % (r[key], unit), target))
     add('flip C->Go window (median)', 'flip_window_ms', '', ' ms')
-    add('floor C->Go by hand (median)', 'floor_window_ms', '', ' ms')
     add('  of which systemd forking Go', 'flip_spawn_ms', '', ' ms')
+    add('floor C->Go by hand (median)', 'floor_window_ms', '', ' ms')
     add('flip_ratio', 'flip_ratio', '<= 1.2')
     add('rollback Go->C window', 'rollback_window_ms', '', ' ms')
     add('floor Go->C by hand', 'floor_rollback_window_ms', '', ' ms')
