@@ -38,14 +38,16 @@ def read_baseline(path):
     return document
 
 
-def _version(samples):
+def stats_version(samples):
+    """The ``version`` value of the first parsed /stats sample, '' without one."""
     for sample in samples:
         if sample.get('parsed') is not None:
             return str(sample['parsed'].redacted_values().get('version') or '').strip()
     return ''
 
 
-def _why_unreadable(url, samples):
+def why_unreadable(url, samples):
+    """Why no sample of ``url`` could be parsed: the first error's cause."""
     for sample in samples:
         if sample.get('error'):
             return 'cannot read %s: %s' % (url, sample.get('detail') or sample['error'])
@@ -54,7 +56,7 @@ def _why_unreadable(url, samples):
 
 def check_flavor(service, url, expected, flavor, samples):
     if flavor is None:
-        raise BaselineError('%s: %s' % (service, _why_unreadable(url, samples)))
+        raise BaselineError('%s: %s' % (service, why_unreadable(url, samples)))
     if flavor != expected:
         raise BaselineError(
             '%s answers /stats as the %s binary but %s: refusing to continue on this host'
@@ -76,7 +78,7 @@ def observe(service, url, current, baseline_path, take_baseline, samples, interv
     judged = judge_window(window)
     flavor = judged.get('flavor')
     check_flavor(service, url, current, flavor, window)
-    result = {'flavor': flavor, 'version': _version(window), 'baseline_taken': take,
+    result = {'flavor': flavor, 'version': stats_version(window), 'baseline_taken': take,
               'baseline_verdict': judged['verdict'] if take else None}
     if take:
         result['baseline'] = judged['summary']

@@ -12,7 +12,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import tempfile
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
     REDACTED, parse_argv, redact_argv, redact_text, secret_values)
+from ansible_collections.mtproxy.cutover.plugins.module_utils.stage import file_sha256
 
 SCHEMA = 1
 
@@ -34,19 +34,12 @@ INLINE_SECRET_WARNING = ("secret visible in /proc/%s/cmdline to every local user
 _SECRET_ENV_NAME = re.compile(r"SECRET|TAG|PASS|TOKEN|KEY|PWD", re.IGNORECASE)
 
 
-def sha256_file(path, chunk=1 << 20):
+def sha256_file(path):
     """Hex sha256 of a file, None when it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while True:
-                block = handle.read(chunk)
-                if not block:
-                    break
-                digest.update(block)
+        return file_sha256(path)
     except (IOError, OSError):
         return None
-    return digest.hexdigest()
 
 
 def write_private_json(path, document):

@@ -143,17 +143,14 @@ def _check_host(host):
 
 
 def note_path(run_dir, host):
+    _check_host(host)
     return os.path.join(run_dir, "incidents", host + ".md")
 
 
-def write_note(run_dir, host, text):
-    """Write the incident note of ``host``; returns its path."""
-    _check_host(host)
-    path = note_path(run_dir, host)
+def write_note(path, text):
     if not os.path.isdir(os.path.dirname(path)):
         os.makedirs(os.path.dirname(path))
     atomic_write(path, text if text.endswith("\n") else text + "\n")
-    return path
 
 
 def write_record(run_dir, host, stage, record):
@@ -283,15 +280,14 @@ def apply(params, check_mode=False):
     note = None
     try:
         if params.get("note") is not None:
-            _check_host(params.get("host"))
-            note = note_path(run_dir, params["host"])
+            note = note_path(run_dir, params.get("host"))
         if not check_mode:
             if not os.path.isdir(run_dir):
                 os.makedirs(run_dir)
             if params.get("run"):
                 write_run(run_dir, params["run"])
             if note is not None:
-                write_note(run_dir, params["host"], params["note"])
+                write_note(note, params["note"])
             if params.get("record") is not None:
                 record = params["record"]
                 if note is not None:

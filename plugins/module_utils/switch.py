@@ -21,6 +21,7 @@ import subprocess
 import time
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import redact_argv, redact_text
+from ansible_collections.mtproxy.cutover.plugins.module_utils.baseline import FLAVORS, stats_version, why_unreadable
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import take_sample
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
 from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import CUTOVER_DROPIN, EXEC_PREFIXES, parse_show
@@ -766,9 +767,6 @@ def prove_process(manifest, target, binary, method, pid, secrets):
     return True, None
 
 
-FLAVOR_NAMES = {'c': 'C', 'go': 'Go'}
-
-
 def read_stats_flavor(url, timeout_s, take=None, clock=time.monotonic, sleep=time.sleep):
     """(flavor, version, None) of the binary answering ``url``, or (None, None, why).
 
@@ -779,12 +777,10 @@ def read_stats_flavor(url, timeout_s, take=None, clock=time.monotonic, sleep=tim
     deadline = clock() + timeout_s
     while True:
         sample = take(url)
-        parsed = sample.get('parsed')
-        if parsed is not None:
-            return parsed.flavor, str(parsed.redacted_values().get('version') or '').strip() or None, None
-        why = 'cannot read %s: %s' % (url, sample.get('detail') or sample.get('error'))
+        if sample.get('parsed') is not None:
+            return sample['parsed'].flavor, stats_version([sample]) or None, None
         if clock() + STATS_RETRY_INTERVAL > deadline:
-            return None, None, why
+            return None, None, why_unreadable(url, [sample])
         sleep(STATS_RETRY_INTERVAL)
 
 
@@ -793,12 +789,12 @@ def check_stats_flavor(result, target, timeout_s, service):
     url = result.get('stats_url')
     if not url:
         raise SwitchError('%s: the manifest has no stats URL to prove the %s binary with (stats_check=false '
-                          'skips the proof)' % (service, FLAVOR_NAMES[target]), **result)
+                          'skips the proof)' % (service, FLAVORS[target]), **result)
     flavor, version, why = read_stats_flavor(url, timeout_s)
     result.update(stats_flavor=flavor, stats_version=version)
     if flavor != target:
         raise SwitchError('%s should run the %s binary now, but %s' % (
-            service, FLAVOR_NAMES[target], why or '/stats answers as the %s binary' % FLAVOR_NAMES.get(flavor, flavor)),
+            service, FLAVORS[target], why or '/stats answers as the %s binary' % FLAVORS.get(flavor, flavor)),
             **result)
     return result
 

@@ -970,22 +970,32 @@ def test_go_workers_start_right_when_the_cmdline_was_already_masqueraded(lab):
         proc.wait(timeout=10)
 
 
+def launcher_at(tmp_path, binary):
+    """Install the launcher at ``binary`` with its module beside; returns the environment to run it."""
+    module_dir = tmp_path / "module"
+    module_dir.mkdir()
+    shutil.copy(STANDIN, str(module_dir / "mtproxy_standin.py"))
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_launcher.py"), str(binary))
+    return dict(os.environ, MTPROXY_STANDIN_DIR=str(module_dir), MTPROXY_STANDIN_FAULTS=str(tmp_path / "no-faults.json"))
+
+
+def bad_option_stderr(path, env):
+    """What the binary at ``path`` says to an unknown option (each flavour words it its own way)."""
+    proc = subprocess.run([sys.executable, "-S", str(path), "-Z", "backend.conf"], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    return proc.stderr
+
+
 @pytest.mark.parametrize("name, words", [
     ("mtproto-proxy-go", "Can not parse options: unrecognized option -Z"),
     ("mtproto-proxy", "invalid option -- 'Z'"),
 ])
 def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_path, name, words):
-    module_dir = tmp_path / "module"
-    module_dir.mkdir()
-    shutil.copy(STANDIN, str(module_dir / "mtproxy_standin.py"))
     binary = tmp_path / name
-    shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_launcher.py"), str(binary))
-    env = dict(os.environ, MTPROXY_STANDIN_DIR=str(module_dir),
-               MTPROXY_STANDIN_FAULTS=str(tmp_path / "no-faults.json"))
-    proc = subprocess.run([sys.executable, "-S", str(binary), "-Z", "backend.conf"], capture_output=True,
-                          text=True, timeout=60, env=env, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert words in proc.stderr
+    env = launcher_at(tmp_path, binary)
+    assert words in bad_option_stderr(binary, env)
 
 
 @pytest.mark.parametrize("target, words", [
@@ -994,17 +1004,8 @@ def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_pat
 ])
 def test_a_binary_reached_through_a_symlink_has_the_flavour_of_its_target(tmp_path, target, words):
     # The symlink switching method: ExecStart names the link, the kernel runs the release it points at.
-    module_dir = tmp_path / "module"
-    module_dir.mkdir()
-    shutil.copy(STANDIN, str(module_dir / "mtproxy_standin.py"))
     release = tmp_path / "releases" / target
-    release.parent.mkdir()
-    shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_launcher.py"), str(release))
+    env = launcher_at(tmp_path, release)
     link = tmp_path / "mtproto-proxy"
     link.symlink_to(release)
-    env = dict(os.environ, MTPROXY_STANDIN_DIR=str(module_dir),
-               MTPROXY_STANDIN_FAULTS=str(tmp_path / "no-faults.json"))
-    proc = subprocess.run([sys.executable, "-S", str(link), "-Z", "backend.conf"], capture_output=True,
-                          text=True, timeout=60, env=env, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert words in proc.stderr
+    assert words in bad_option_stderr(link, env)
