@@ -561,6 +561,11 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
             gone_at = now
             break
         if job.poll() not in (None, 0):
+            if not pid_alive(old_pid):
+                # The old process went between the two checks and the start half failed at once:
+                # a start failure, reported as such by the caller.
+                gone_at = time.monotonic()
+                break
             _out, err = job.communicate()
             raise SwitchError('systemctl restart %s failed while stopping the old process: %s'
                               % (systemd.unit, to_text(err).strip() or 'exit %s' % job.returncode))
