@@ -674,25 +674,28 @@ def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_time
                              '(Go keeps running without a stats server when that port is busy)'
                              % (client_port, stats_port, listen_timeout))
         timings['stats_ms'] = ms(stats_at - gone_at)
-    timings.update(spawn_split(systemd, gone_at, accepted_at))
+    timings.update(spawn_split(systemd, t0, gone_at, accepted_at))
     return timings, None
 
 
-def spawn_split(systemd, gone_at, accepted_at):
+def spawn_split(systemd, t0, gone_at, accepted_at):
     """Split start_ms into systemd's part and the binary's: when systemd forked the new main process.
 
     systemd stamps ExecMainStartTimestampMonotonic (CLOCK_MONOTONIC, as time.monotonic()) at the
     fork. Read after the port accepts, so it costs clients nothing. None when the stamp is missing
-    or outside the measured start (another process, another clock).
+    or not from this restart (before ``t0``, after the accept: another process, another clock).
+    ``gone_at`` is when the poll saw the old process gone; a poll that ran late can see that after
+    the fork, and then all of start_ms is the binary's.
     """
     try:
         forked_at = int(systemd.show('ExecMainStartTimestampMonotonic').get('ExecMainStartTimestampMonotonic')
                         or 0) / 1e6
     except (SwitchError, ValueError):
         forked_at = 0
-    if not gone_at - 0.001 <= forked_at <= accepted_at:
+    if not t0 <= forked_at <= accepted_at:
         return {'spawn_ms': None, 'binary_start_ms': None}
-    return {'spawn_ms': ms(max(0.0, forked_at - gone_at)), 'binary_start_ms': ms(accepted_at - forked_at)}
+    forked_at = max(forked_at, gone_at)
+    return {'spawn_ms': ms(forked_at - gone_at), 'binary_start_ms': ms(accepted_at - forked_at)}
 
 
 # ---------------------------------------------------------------------------------------------

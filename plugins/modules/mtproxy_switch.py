@@ -160,7 +160,8 @@ timings:
       C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
     - C(spawn_ms) is the part of C(start_ms) before systemd forked the new main process (its
       C(ExecMainStartTimestamp)), C(binary_start_ms) the rest, the binary's own start until the
-      client port accepted; both null when systemd gives no such time stamp.
+      client port accepted; both null when systemd gives no time stamp from this restart.
+      C(spawn_ms) is 0 when the old process was seen gone only after that fork.
     - C(handover) the O(handover) used, C(listeners_closed_ms) from the stop until the client port refused
       while the old process still ran (null if it exited first or with O(handover=wait_exit)),
       C(ended_after_listeners_closed) whether the old processes were then ended with SIGKILL.

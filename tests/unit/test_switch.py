@@ -580,6 +580,20 @@ def test_no_spawn_split_without_a_fork_time_stamp_from_this_start(service, stamp
     assert (timings['spawn_ms'], timings['binary_start_ms']) == (None, None)
 
 
+@pytest.mark.parametrize('forked_s, split', [
+    (1.005, (5.0, 15.0)),     # forked 5 ms after the poll saw the old process gone
+    (1.0, (0.0, 20.0)),
+    (0.999, (0.0, 20.0)),     # the poll ran late and saw the exit only after the fork
+    (0.5, (0.0, 20.0)),
+    (0.4, (None, None)),      # before this restart began: another process's stamp
+    (1.021, (None, None)),    # after the port accepted: not the process that accepted
+])
+def test_spawn_split_against_the_restart_time_line(forked_s, split):
+    systemd = FakeSystemd({'ExecMainStartTimestampMonotonic': str(int(round(forked_s * 1e6)))})
+    parts = switch.spawn_split(systemd, 0.5, 1.0, 1.02)
+    assert (parts['spawn_ms'], parts['binary_start_ms']) == split
+
+
 def test_wait_exit_lets_the_old_process_drain(service):
     start, calls = service
     systemd, child, port = start('listen', 0.3)
