@@ -654,38 +654,37 @@ def test_a_failed_start_is_reported_with_the_unit_state(service):
     assert 'failed' in failure and 'Job for MTProxy.service failed.' in failure
 
 
+class FailedJob(object):
+    """A `systemctl restart` job that has already failed with ``err``."""
+
+    returncode = 1
+
+    def __init__(self, err):
+        self.err = err
+
+    def poll(self):
+        return 1
+
+    def communicate(self, timeout=None):
+        return b'', self.err
+
+
 def test_an_old_process_that_exits_as_the_start_fails_is_a_start_failure(monkeypatch):
     # The old process exits between await_old_exit's liveness check and its look at the job, and
     # the start half fails at once: that is a failed start, not a failed stop.
-    class FailedJob(object):
-        returncode = 1
-
-        def poll(self):
-            return 1
-
-        def communicate(self, timeout=None):
-            return b'', b'Job for MTProxy.service failed.'
-
     alive = iter([True, False])
     monkeypatch.setattr(switch, 'pid_alive', lambda pid: next(alive))
     t0 = time.monotonic()
-    gone_at, killed, handover_at, ended_early = switch.await_old_exit(FakeSystemd({}), FailedJob(), 4242, t0, 60)
+    job = FailedJob(b'Job for MTProxy.service failed.')
+    gone_at, killed, handover_at, ended_early = switch.await_old_exit(FakeSystemd({}), job, 4242, t0, 60)
     assert gone_at >= t0 and (killed, handover_at, ended_early) == (False, None, False)
 
 
 def test_a_job_that_fails_while_the_old_process_runs_is_a_failed_stop(monkeypatch):
-    class FailedJob(object):
-        returncode = 1
-
-        def poll(self):
-            return 1
-
-        def communicate(self, timeout=None):
-            return b'', b'Job for MTProxy.service canceled.'
-
     monkeypatch.setattr(switch, 'pid_alive', lambda pid: True)
-    with pytest.raises(switch.SwitchError, match='failed while stopping the old process: Job for MTProxy.service canceled.'):
-        switch.await_old_exit(FakeSystemd({}), FailedJob(), 4242, time.monotonic(), 60)
+    job = FailedJob(b'Job for MTProxy.service canceled.')
+    with pytest.raises(switch.SwitchError, match='failed while stopping the old process: Job for .* canceled'):
+        switch.await_old_exit(FakeSystemd({}), job, 4242, time.monotonic(), 60)
 
 
 def test_a_new_process_that_never_listens_times_out(service):
