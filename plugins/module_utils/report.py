@@ -147,20 +147,11 @@ def note_path(run_dir, host):
     return os.path.join(run_dir, "incidents", host + ".md")
 
 
-def write_note(path, text):
-    if not os.path.isdir(os.path.dirname(path)):
-        os.makedirs(os.path.dirname(path))
-    atomic_write(path, text if text.endswith("\n") else text + "\n")
-
-
 def write_record(run_dir, host, stage, record):
     if stage not in STAGES:
         raise ReportError("unknown stage %r (known: %s)" % (stage, ", ".join(STAGES)))
     _check_host(host)
-    host_dir = os.path.join(run_dir, "hosts", host)
-    if not os.path.isdir(host_dir):
-        os.makedirs(host_dir)
-    atomic_write(os.path.join(host_dir, stage + ".json"), _dumps(record))
+    atomic_write(os.path.join(run_dir, "hosts", host, stage + ".json"), _dumps(record))
 
 
 def _run_failed(playbook, counts, hosts):
@@ -245,7 +236,10 @@ def render_markdown(report):
 
 
 def atomic_write(path, text):
+    """Replace ``path`` with ``text`` (mode 0644) by rename, creating its directory if missing."""
     directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -287,7 +281,8 @@ def apply(params, check_mode=False):
             if params.get("run"):
                 write_run(run_dir, params["run"])
             if note is not None:
-                write_note(note, params["note"])
+                text = params["note"]
+                atomic_write(note, text if text.endswith("\n") else text + "\n")
             if params.get("record") is not None:
                 record = params["record"]
                 if note is not None:

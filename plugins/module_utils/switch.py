@@ -557,15 +557,14 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
     deadline = t0 + stop_timeout
     while True:
         now = time.monotonic()
+        # The job before the process: a job that failed while the old process was still seen
+        # running failed to stop it; one that ends just after (the start half failing at once) is
+        # seen next round, with the process gone, as the failed start it is.
+        job_state = job.poll()
         if not pid_alive(old_pid):
             gone_at = now
             break
-        if job.poll() not in (None, 0):
-            if not pid_alive(old_pid):
-                # The old process went between the two checks and the start half failed at once:
-                # a start failure, reported as such by the caller.
-                gone_at = time.monotonic()
-                break
+        if job_state not in (None, 0):
             _out, err = job.communicate()
             raise SwitchError('systemctl restart %s failed while stopping the old process: %s'
                               % (systemd.unit, to_text(err).strip() or 'exit %s' % job.returncode))

@@ -974,6 +974,11 @@ def test_go_workers_start_right_when_the_cmdline_was_already_masqueraded(lab):
         proc.wait(timeout=10)
 
 
+# How each flavour words an unknown option on stderr.
+GO_BAD_OPTION = "Can not parse options: unrecognized option -Z"
+C_BAD_OPTION = "invalid option -- 'Z'"
+
+
 def launcher_at(tmp_path, binary):
     """Install the launcher at ``binary`` with its module beside; returns the environment to run it."""
     module_dir = tmp_path / "module"
@@ -993,8 +998,8 @@ def bad_option_stderr(path, env):
 
 
 @pytest.mark.parametrize("name, words", [
-    ("mtproto-proxy-go", "Can not parse options: unrecognized option -Z"),
-    ("mtproto-proxy", "invalid option -- 'Z'"),
+    ("mtproto-proxy-go", GO_BAD_OPTION),
+    ("mtproto-proxy", C_BAD_OPTION),
 ])
 def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_path, name, words):
     binary = tmp_path / name
@@ -1003,8 +1008,8 @@ def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_pat
 
 
 @pytest.mark.parametrize("target, words", [
-    ("mtproto-proxy-go", "Can not parse options: unrecognized option -Z"),
-    ("mtproto-proxy-c", "invalid option -- 'Z'"),
+    ("mtproto-proxy-go", GO_BAD_OPTION),
+    ("mtproto-proxy-c", C_BAD_OPTION),
 ])
 def test_a_binary_reached_through_a_symlink_has_the_flavour_of_its_target(tmp_path, target, words):
     # The symlink switching method: ExecStart names the link, the kernel runs the release it points at.

@@ -655,27 +655,31 @@ def test_a_failed_start_is_reported_with_the_unit_state(service):
 
 
 class FailedJob(object):
-    """A `systemctl restart` job that has already failed with ``err``."""
+    """A `systemctl restart` job that fails with ``err``: at once, or once ``ended`` is set."""
 
     returncode = 1
 
-    def __init__(self, err):
-        self.err = err
+    def __init__(self, err, ended=True):
+        self.err, self.ended = err, ended
 
     def poll(self):
-        return 1
+        return 1 if self.ended else None
 
     def communicate(self, timeout=None):
         return b'', self.err
 
 
 def test_an_old_process_that_exits_as_the_start_fails_is_a_start_failure(monkeypatch):
-    # The old process exits between await_old_exit's liveness check and its look at the job, and
-    # the start half fails at once: that is a failed start, not a failed stop.
-    alive = iter([True, False])
-    monkeypatch.setattr(switch, 'pid_alive', lambda pid: next(alive))
+    # Right after a liveness check saw it running, the old process exits and the start half fails
+    # at once: that is a failed start, not a failed stop.
+    job = FailedJob(b'Job for MTProxy.service failed.', ended=False)
+
+    def alive_until_this_check(pid):
+        was_running, job.ended = not job.ended, True
+        return was_running
+
+    monkeypatch.setattr(switch, 'pid_alive', alive_until_this_check)
     t0 = time.monotonic()
-    job = FailedJob(b'Job for MTProxy.service failed.')
     gone_at, killed, handover_at, ended_early = switch.await_old_exit(FakeSystemd({}), job, 4242, t0, 60)
     assert gone_at >= t0 and (killed, handover_at, ended_early) == (False, None, False)
 
