@@ -21,3 +21,8 @@ def _collections_root():
 COLLECTIONS_ROOT = _collections_root()
 if COLLECTIONS_ROOT not in sys.path:
     sys.path.insert(0, COLLECTIONS_ROOT)
+
+# The test-host tools in tests/standin import each other (mtproxy_wire) as they do on a host.
+STANDIN_DIR = os.path.join(REPO_ROOT, "tests", "standin")
+if STANDIN_DIR not in sys.path:
+    sys.path.insert(0, STANDIN_DIR)

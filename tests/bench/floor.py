@@ -92,6 +92,7 @@ def run(args):
         time.sleep(0.3)
         if args.held:
             held = subprocess.Popen([sys.executable, args.client, '--port', str(args.port), '--mode', 'held',
+                                     '--secret-file', args.secret_file,
                                      '--count', str(args.held), '--rate', '0', '--hold-seconds', '30',
                                      '--max-seconds', '40'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
@@ -136,6 +137,8 @@ def parse(argv):
     parser.add_argument('--handover', choices=('wait_exit', 'listeners_closed'), default='wait_exit')
     parser.add_argument('--held', type=int, default=0, help='client connections held open during the flip')
     parser.add_argument('--client', default='/opt/mtproxy-testclient/mtproxy_testclient.py')
+    parser.add_argument('--secret-file', default='/opt/mtproxy-testclient/client-secret',
+                        help='the client secret of the proxy (held connections open with a real handshake)')
     args = parser.parse_args(argv)
     if not 0 <= args.held <= 1000:
         parser.error('--held must be 0..1000')

@@ -36,6 +36,7 @@ import judge_cost  # noqa: E402
 OUT_DIR = os.path.join(REPO, 'artifacts', 'bench')
 HOST_DIR = '/opt/mtproxy-bench'
 CLIENT = '/opt/mtproxy-testclient/mtproxy_testclient.py'
+CLIENT_SECRET = '/opt/mtproxy-testclient/client-secret'
 CLIENT_PORT = 443
 HELD_CLIENTS = 20
 WINDOWS = {'canary': 2, 'wave': 2, 'baseline': 2, 'prewarm': 2, 'interval': 1}
@@ -161,7 +162,7 @@ class Bench:
 
     def hold_clients(self, host):
         self.dexec(host, 'systemd-run', '--unit', 'bench-held', '--collect', '/usr/bin/python3', CLIENT, '--port',
-                   str(CLIENT_PORT), '--mode', 'held', '--count', str(HELD_CLIENTS), '--rate', '0',
+                   str(CLIENT_PORT), '--secret-file', CLIENT_SECRET, '--mode', 'held', '--count', str(HELD_CLIENTS), '--rate', '0',
                    '--hold-seconds', '30', '--max-seconds', '40')
         time.sleep(1.0)
 

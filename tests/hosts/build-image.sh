@@ -5,7 +5,9 @@
 set -euo pipefail
 
 suite=bookworm
-packages=python3,systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates
+# python3-cryptography: the test client, backend and stand-in speak obfuscated2 and the RPC through it;
+# debootstrap does not resolve virtual packages, so its python3-cffi-backend-api-* provider is named.
+packages=python3,python3-cffi-backend,python3-cryptography,systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates
 repo=mtproxy-cutover-host
 
 tag=$(printf '%s|%s|%s' "$suite" "$packages" "$(sed -n '/^# recipe-end/q;p' "$0" | sha256sum)" | sha256sum | cut -c1-12)

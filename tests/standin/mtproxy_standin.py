@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Stand-in for the MTProxy binaries (C original and contract-compatible Go port).
 
-Installed by copying this file to the binary's path. The flavour comes from the basename of the
-file argv[0] resolves to (symlinks followed, as the kernel runs the link's target): a name containing
-"go" (e.g. ``mtproto-proxy-go``) behaves like the Go port, anything else (``mtproto-proxy``) like
-the C binary. Python 3.8+ standard library only.
+Installed by copying this file, with mtproxy_wire.py beside it, to the binary's path (or through
+mtproxy_standin_launcher.py). The flavour comes from the basename of the file argv[0] resolves to
+(symlinks followed, as the kernel runs the link's target): a name containing "go" (e.g.
+``mtproto-proxy-go``) behaves like the Go port, anything else (``mtproto-proxy``) like the C binary.
+Python 3.8+ standard library, plus ``cryptography`` (through mtproxy_wire, imported on the first
+handshake) for obfuscated2 and the RPC encryption.
 
 What is reproduced (see tests/fixtures/real-stats/README.md for the measurements):
 
@@ -17,35 +19,44 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
 * Sockets: ``-H`` ports on ``--address`` or 0.0.0.0 (Go: [::] dual stack when available), stats on
   127.0.0.1:<-p>, SO_REUSEADDR only (never SO_REUSEPORT). Client port busy -> exit 1. Stats port
   busy: C exits 1, Go logs and runs on without a stats server.
-* Client connections: the first 64 bytes are the handshake. The stand-in accepts an obfuscated2
-  header WITHOUT the encryption: bytes 56..59 must be ef ef ef ef (abridged), ee ee ee ee
-  (intermediate) or dd dd dd dd (padded intermediate); random bytes fail. After a valid header,
-  every complete frame of that transport (intermediate: 4-byte little-endian length; abridged:
-  1 byte * 4 or 0x7f + 3 bytes * 4) is one packet. Counting per flavour as measured: C without
-  -M: inbound_connections_accepted +2 per accept, /stats requests included; C with -M: no accept
-  counter moves; total_special_connections = open clients, bad handshakes leave no trace. Go:
-  ingress_accepted/closed/active, ingress_invalid_frames + ingress_frames_failed per bad handshake.
-* Backends: the unique ``proxy_for``/``proxy`` host:port targets of the config. Only 127.0.0.0/8
-  targets are ever dialed (anything else is unreachable, no connect is made); connects and sends
-  have bounded timeouts. tests/standin/mtproxy_testbackend.py is a sink to make them reachable.
-  A packet goes to the default cluster's target first (the DC is not readable without the
-  encryption), else to another reachable target; its frame bytes (length prefix included) are
-  sent over one pooled connection per target.
-  C: keeps a connection to every target, re-checked every 2 s (and at most once a second on
-  demand when a packet finds none ready); each connect attempt counts in
-  outbound_connections_created, each failed one in total_connect_failures;
-  total_ready_targets/ready_targets = targets with a live connection. Packet sent:
-  tot_forwarded_queries +1, else dropped_queries +1.
-  Go: dials on demand (outbound_dials, outbound_pool_misses; reuse: outbound_pool_hits). Packet:
+* Client connections: the first 64 bytes are an obfuscated2 header, checked as the real binaries
+  check it (tests/standin/mtproxy_wire.py): decrypted with AES-256-CTR keyed by SHA-256(header
+  bytes 8..40 + secret) for each -S / --mtproto-secret-file secret in turn, it must carry a
+  transport tag at bytes 56..60 (ef ef ef ef abridged, ee ee ee ee intermediate, dd dd dd dd padded)
+  and the DC at 60..62; a plain-tag or random header is an invalid handshake. The rest of the
+  stream is decrypted and split into that transport's packets. Only packets both binaries forward
+  go on (unencrypted req_pq/req_pq_multi/req_DH_params/set_client_DH_params with a consistent
+  length, or encrypted ones of 56+ bytes); Go counts the rest as parse errors. Answers go back in
+  the client's transport, encrypted with the header's reverse key. Counting per flavour as
+  measured: C without -M: inbound_connections_accepted +2 per accept, /stats requests included; C
+  with -M: no accept counter moves; total_special_connections = open clients, bad handshakes leave
+  no trace. Go: ingress_accepted/closed/active, ingress_invalid_frames + ingress_frames_failed per
+  bad handshake.
+* Backends: the unique ``proxy_for``/``proxy`` host:port targets of the config; a packet goes to
+  its DC's cluster, else to the ``default`` one (Go: forward_used_default). Only 127.0.0.0/8
+  targets are ever dialed (anything else is unreachable, no connect is made); connects, sends and
+  handshakes have bounded timeouts. tests/standin/mtproxy_testbackend.py answers both protocols.
+  C: keeps one middle-proxy RPC connection per target (nonce keyed by the --aes-pwd file,
+  AES-256-CBC, handshake), re-checked every 2 s (and at most once a second on demand when a
+  packet finds none ready); each connect attempt counts in outbound_connections_created, each
+  failed one (no listener, no handshake within 0.5 s) in total_connect_failures;
+  total_ready_targets/ready_targets = targets with a handshaken connection. A packet goes out as
+  RPC_PROXY_REQ under its client's ext_conn_id: tot_forwarded_queries +1; with no ready target it
+  is dropped and counted in dropped_queries only if the client is still connected 40 ms later (as
+  measured). RPC_PROXY_ANS for an open client: tot_forwarded_responses +1 and the data goes to the
+  client, else dropped_responses +1 and RPC_CLOSE_CONN; a closing client sends RPC_CLOSE_CONN.
+  Go: dials on demand (outbound_dials, outbound_pool_misses; reuse: outbound_pool_hits) and
+  exchanges one length-prefixed frame per packet, waiting 250 ms for the reply frame. Packet:
   dataplane_packets_total/handshake, forward_total, ingress_frames_received +1, then either
-  sent: forward_successful, outbound_sends, ingress_frames_handled +1, outbound_bytes_sent +frame;
-  or dial failed: forward_successful, outbound_dial_errors, dataplane_packets_outbound_errors,
-  dataplane_packets_dropped, ingress_frames_failed +1 and the target is marked unhealthy for
-  10 s (a reachability probe every 2 s, a connect that is not counted, lifts it early); or no
-  unmarked target: forward_failed, dataplane_packets_route_errors, dataplane_packets_dropped,
-  ingress_frames_failed +1 and forward_last_error "no healthy targets available for cluster N".
-  targets_unhealthy = marked targets, targets_healthy = router_targets - that (all healthy until
-  a dial fails, as measured).
+  sent: forward_successful, outbound_sends, ingress_frames_handled +1, outbound_bytes_sent
+  +4+packet, and with a reply outbound_responses, ingress_frames_returned +1 (silence or a clean
+  close count as success without a reply, as measured); or dial failed: forward_successful,
+  outbound_dial_errors, dataplane_packets_outbound_errors, dataplane_packets_dropped,
+  ingress_frames_failed +1 and the target is marked unhealthy until the process restarts (a
+  SIGHUP reload keeps the mark, as measured); or no unmarked target: forward_failed, dataplane_packets_route_errors,
+  dataplane_packets_dropped, ingress_frames_failed +1 and forward_last_error "no healthy targets
+  available for cluster N". targets_unhealthy = marked targets, targets_healthy = router_targets
+  - that (all healthy until a dial fails, as measured).
   With every backend down this gives the captured pattern (100 packets: 1 dial error, 99 failed).
 * /stats: the real key sets, order, section markers and multi-value lines (C 201 lines with one
   secret, Go 66, Go 61 while has_current_config is 0). C answers only ``GET /stats`` (no query)
@@ -70,8 +81,9 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   /proc/self/mem is unusable it stays ``python3 <path> args...``. The process name (comm) is the
   binary's basename.
 
-Not reproduced: encryption, backend answers (the sink never replies, so no responses are counted),
-TLS transport (-D), daemonizing (-d), the C worker assertion backtrace.
+Not reproduced: the fake-TLS transport (-D), HTTP clients, CRC-32C on RPC connections (the test
+backend declines it), more than one RPC connection per target, daemonizing (-d), the C worker
+assertion backtrace.
 
 Fault injection
 ---------------
@@ -118,6 +130,8 @@ import socket
 import sys
 import time
 
+import mtproxy_wire as wire
+
 # json and subprocess are imported where they are used: a real binary starts in 11-37 ms, and every
 # module imported at start adds to the start that the flip benchmark measures.
 
@@ -129,11 +143,15 @@ HANDSHAKE_TIMEOUT_S = 10.0
 SESSION_IDLE_TIMEOUT_S = 300.0
 HTTP_REQUEST_TIMEOUT_S = 5.0
 HUNG_STATS_CAP = 64
-UNHEALTHY_AFTER_DIAL_S = 10.0
 BACKEND_PROBE_EVERY_S = 2.0
 BACKEND_ON_DEMAND_PROBE_S = 1.0
 BACKEND_CONNECT_TIMEOUT_S = 0.5
 BACKEND_SEND_TIMEOUT_S = 1.0
+BACKEND_HANDSHAKE_TIMEOUT_S = 0.5
+GO_REPLY_TIMEOUT_S = 0.25
+# Measured on the real C (-M 1, backends down): a packet counts in dropped_queries only if its
+# client is still connected a few tens of ms later (closed after 20 ms: none; 40-60 ms: most).
+C_DROP_SETTLE_S = 0.04
 MAX_BACKEND_TARGETS = 64
 GO_DEFAULT_CONFIG_DELAY_S = 0.3
 GO_DEFAULT_DRAIN_S = 2.0
@@ -141,7 +159,6 @@ C_SIGINT_WORKER_WAIT_S = 1.0
 PARENT_CHECK_S = 0.5
 DEFAULT_MAX_CONNECTIONS = 65536
 VALID_TAGS = (b"\xef\xef\xef\xef", b"\xee\xee\xee\xee", b"\xdd\xdd\xdd\xdd")
-MAX_FRAME = 1 << 24
 C_404_BODY = (
     "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body bgcolor=\"white\">\r\n"
     "<center><h1>404 Not Found</h1></center>\r\n<hr><center>MTProxy/1.0</center>\r\n</body>\r\n</html>\r\n"
@@ -878,7 +895,7 @@ def dial(addr):
 
 
 def still_open(sock):
-    """False once the backend closed or reset the connection (a sink never sends anything)."""
+    """False once the backend closed or reset the connection (data waiting to be read is open)."""
     try:
         sock.setblocking(False)
         try:
@@ -891,20 +908,67 @@ def still_open(sock):
         return False
 
 
+def peer_closed(sock):
+    """Whether the peer's FIN is already waiting behind the data read so far."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+def rpc_connect(addr, aes_pwd):
+    """C: a connection to a target with the middle-proxy RPC handshake done, as (socket,
+    RpcSession), or None (no listener, no answer within BACKEND_HANDSHAKE_TIMEOUT_S, a peer that
+    breaks the protocol: the real C retries such a target later and counts it not ready)."""
+    sock = dial(addr)
+    if sock is None:
+        return None
+    try:
+        session = wire.RpcSession("proxy", sock.getsockname()[:2], sock.getpeername()[:2], aes_pwd)
+        sock.sendall(session.start())
+        deadline = time.time() + BACKEND_HANDSHAKE_TIMEOUT_S
+        while not session.ready:
+            left = deadline - time.time()
+            if left <= 0:
+                raise wire.WireError("no RPC handshake within %.1f s" % BACKEND_HANDSHAKE_TIMEOUT_S)
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                raise wire.WireError("backend closed during the RPC handshake")
+            out, _messages = session.feed(data)
+            if out:
+                sock.sendall(out)
+    except (OSError, wire.WireError):
+        sock.close()
+        return None
+    sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+    return sock, session
+
+
 class Backends(object):
     """The unique proxy_for targets: probed health, one pooled outbound connection each.
 
-    ``healthy``: the last connect (probe or dial) to the target worked. ``marked``: Go only, the
-    target failed a dial and is reported unhealthy until the mark expires or a probe succeeds.
+    ``healthy``: the last connect (probe or dial) to the target worked; for C that includes the
+    RPC handshake (``sessions`` holds each pooled connection's RpcSession). ``marked``: Go only,
+    targets that failed a dial, a send or a reply: unhealthy until the process restarts (a reload
+    keeps the mark), as measured on the real port.
+    ``watch``/``unwatch``: the server's hooks to read a C connection's answers in its event loop.
     """
 
     def __init__(self, count):
         self.count = count
         self.addrs = []
-        self.default = []
+        self.targets = []
+        self.default_cluster = 0
         self.healthy = {}
-        self.marked = {}
+        self.marked = set()
         self.pool = {}
+        self.sessions = {}
+        self.readers = {}
+        self.aes_pwd = None
+        self.watch = self.unwatch = None
         self.next_probe = 0.0
         self.last_probe = 0.0
 
@@ -914,17 +978,22 @@ class Backends(object):
             if addr not in addrs:
                 addrs.append(addr)
         self.addrs = addrs[:MAX_BACKEND_TARGETS]
-        self.default = [a for c, a in cfg.targets if c == cfg.default_cluster and a in self.addrs]
+        self.targets = [(c, a) for c, a in cfg.targets if a in self.addrs]
+        self.default_cluster = cfg.default_cluster
         for addr in list(self.pool):
             if addr not in self.addrs:
                 self.close(addr)
         self.healthy = dict((a, self.healthy.get(a, False)) for a in self.addrs)
-        self.marked = dict((a, t) for a, t in self.marked.items() if a in self.addrs)
+        self.marked = set(a for a in self.marked if a in self.addrs)
         self.next_probe = 0.0
 
     def close(self, addr):
         sock = self.pool.pop(addr, None)
+        self.sessions.pop(addr, None)
+        self.readers.pop(addr, None)
         if sock is not None:
+            if self.unwatch is not None:
+                self.unwatch(sock)
             try:
                 sock.close()
             except OSError:
@@ -938,19 +1007,23 @@ class Backends(object):
             return None
         return sock
 
-    def ordered(self):
-        """Default cluster's targets first (the stand-in cannot read the DC), then the others."""
-        return self.default + [a for a in self.addrs if a not in self.default]
+    def route(self, dc):
+        """(targets for the client's DC, whether the default cluster stood in): the DC's own
+        ``proxy_for`` cluster, else the ``default`` one, as both binaries route."""
+        own = [a for c, a in self.targets if c == dc]
+        if own:
+            return own, False
+        return [a for c, a in self.targets if c == self.default_cluster], True
 
     def ready_count(self):
         return sum(1 for a in self.addrs if self.healthy.get(a))
 
-    def marked_count(self, now):
-        return sum(1 for t in self.marked.values() if t > now)
+    def marked_count(self):
+        return len(self.marked)
 
     def probe(self, now, c_style):
-        """C keeps a connection to every target (each connect attempt counted like the C binary);
-        Go only checks reachability here (it dials on demand) and lifts dial-failure marks."""
+        """C keeps an RPC connection to every target (each connect attempt counted like the C
+        binary); Go only checks reachability here (it dials on demand; a mark stays)."""
         self.last_probe = now
         self.next_probe = now + BACKEND_PROBE_EVERY_S
         for addr in self.addrs:
@@ -962,26 +1035,60 @@ class Backends(object):
                 continue
             if c_style:
                 self.count("outbound_connections_created")
+                conn = rpc_connect(addr, self.aes_pwd) if self.aes_pwd else None
+                self.healthy[addr] = conn is not None
+                if conn is None:
+                    self.count("total_connect_failures")
+                    continue
+                self.pool[addr], self.sessions[addr] = conn
+                if self.watch is not None:
+                    self.watch(conn[0])
+                continue
             sock = dial(addr)
             self.healthy[addr] = sock is not None
-            if sock is None:
-                if c_style:
-                    self.count("total_connect_failures")
-                continue
-            self.marked.pop(addr, None)
-            if c_style:
-                self.pool[addr] = sock
-            else:
+            if sock is not None:
                 sock.close()
 
-    def send(self, addr, sock, frame):
+    def send(self, addr, sock, data):
         try:
-            sock.sendall(frame)
+            sock.sendall(data)
             return True
         except OSError:
             self.close(addr)
             self.healthy[addr] = False
             return False
+
+    def go_exchange(self, addr, sock, packet):
+        """Go: one request frame, then one reply frame within GO_REPLY_TIMEOUT_S on the same
+        connection. Returns ("reply", body), ("silent", None) for a timeout (connection kept),
+        ("eof", None) for a clean close, ("error", None) for a reset or a reply above 8 MiB, or
+        ("send_error", None). Source: go-port-backend-protocol notes, section 5 (measured)."""
+        if not self.send(addr, sock, wire.go_frame(packet)):
+            return "send_error", None
+        reader = self.readers.setdefault(addr, wire.GoFrameReader())
+        deadline = time.time() + GO_REPLY_TIMEOUT_S
+        try:
+            while True:
+                left = deadline - time.time()
+                if left <= 0:
+                    return "silent", None
+                sock.settimeout(left)
+                data = sock.recv(65536)
+                if not data:
+                    self.close(addr)
+                    return "eof", None
+                bodies = reader.feed(data)
+                if bodies:
+                    reader.buf[:0] = b"".join(wire.go_frame(b) for b in bodies[1:])
+                    return "reply", bodies[0]
+        except socket.timeout:
+            return "silent", None
+        except (OSError, wire.WireError):
+            self.close(addr)
+            return "error", None
+        finally:
+            if addr in self.pool:
+                sock.settimeout(BACKEND_SEND_TIMEOUT_S)
 
 
 # ---------------------------------------------------------------- faults
@@ -1247,16 +1354,26 @@ def bind_reason(exc):
 
 
 class Client(object):
-    __slots__ = ("sock", "hdr", "valid", "tag", "buf", "deadline", "session")
+    """One client connection: its obfuscated2 streams once the header checked out, and (C) the
+    ext_conn_id its packets go to the backend under, with the target that carried them."""
+    __slots__ = ("sock", "hdr", "valid", "tag", "dc", "rx", "tx", "reader", "deadline", "session",
+                 "ext_id", "ext_addr", "peer", "local")
 
-    def __init__(self, sock, now):
+    def __init__(self, sock, now, ext_id):
         self.sock = sock
         self.hdr = bytearray()
         self.valid = None
         self.tag = None
-        self.buf = bytearray()
+        self.dc = 0
+        self.rx = self.tx = self.reader = None
         self.deadline = now + HANDSHAKE_TIMEOUT_S
         self.session = False
+        self.ext_id = ext_id
+        self.ext_addr = None
+        try:
+            self.peer, self.local = sock.getpeername()[:2], sock.getsockname()[:2]
+        except OSError:
+            self.peer = self.local = ("127.0.0.1", 0)
 
 
 class HttpConn(object):
@@ -1306,8 +1423,12 @@ class Server(object):
         self.aes_hash = "0" * 32
         self.ip = LOCAL_IP or local_ip()
         self.backends = Backends(self.count)
+        self.backends.watch, self.backends.unwatch = self.c_watch, self.c_unwatch
         if cfg is not None:
             self.backends.configure(cfg)
+        self.secret_bytes = []
+        self.next_ext_id = 0
+        self.ext_clients = {}
         self.last_forward_error = ""
         self.reload_error = ""
 
@@ -1609,7 +1730,8 @@ class Server(object):
                     self.count("conn_generation")
             else:
                 self.count("ingress_accepted_connections")
-            c = Client(sock, time.time())
+            self.next_ext_id += 1
+            c = Client(sock, time.time(), (1 << 22) + self.next_ext_id)
             self.clients[sock.fileno()] = c
             self.sel.register(sock, selectors.EVENT_READ, self.on_client_read)
 
@@ -1619,12 +1741,16 @@ class Server(object):
             self.count("ingress_frames_failed")
 
     def close_client(self, c):
-        self.clients.pop(c.sock.fileno(), None)
+        if self.clients.pop(c.sock.fileno(), None) is None:
+            return
         self.drop(c.sock)
         if self.flavour == "go":
             self.count("ingress_closed_connections")
             if c.session:
                 self.count("dataplane_sessions_closed")
+        elif c.ext_addr is not None:
+            self.ext_clients.pop(c.ext_id, None)
+            self.c_backend_send(c.ext_addr, wire.close_conn(c.ext_id))
 
     def on_client_read(self, sock):
         c = self.clients.get(sock.fileno())
@@ -1648,107 +1774,216 @@ class Server(object):
             self.count("tcp_readv_calls")
             self.count("tcp_readv_bytes", len(data))
         now = time.time()
+        if c.valid is False:
+            return
         if c.valid is None:
             need = 64 - len(c.hdr)
             c.hdr += data[:need]
             data = data[need:]
             if len(c.hdr) < 64:
                 return
-            tag = bytes(c.hdr[56:60])
-            if tag not in VALID_TAGS:
+            accepted = wire.accept_handshake(bytes(c.hdr), self.secret_bytes)
+            if accepted is None:
+                # Measured: Go closes at once; C keeps the connection and ignores what follows.
                 c.valid = False
                 self.client_invalid()
-                self.close_client(c)
+                if self.flavour == "go":
+                    self.close_client(c)
                 return
             c.valid = True
-            c.tag = tag
+            c.tag, c.dc, _index, c.rx, c.tx = accepted
+            c.reader = wire.FrameReader(c.tag)
         c.deadline = now + SESSION_IDLE_TIMEOUT_S
-        c.buf += data
-        self.parse_frames(c)
-
-    def parse_frames(self, c):
-        buf = c.buf
-        while buf:
-            if c.tag == VALID_TAGS[0]:
-                first = buf[0] & 0x7f
-                if first == 0x7f:
-                    if len(buf) < 4:
-                        return
-                    size, head = int.from_bytes(bytes(buf[1:4]), "little") * 4, 4
-                else:
-                    size, head = first * 4, 1
-            else:
-                if len(buf) < 4:
-                    return
-                size, head = int.from_bytes(bytes(buf[:4]), "little") & 0x7fffffff, 4
-            if size > MAX_FRAME:
-                if self.flavour == "go":
-                    self.count("dataplane_packets_parse_errors")
-                    self.count("ingress_frames_failed")
-                self.close_client(c)
+        if not data:
+            return
+        try:
+            packets = c.reader.feed(c.rx.update(data))
+        except wire.WireError:
+            if self.flavour == "go":
+                self.count("ingress_frames_failed")
+            self.close_client(c)
+            return
+        if self.flavour == "c" and packets and peer_closed(sock):
+            # Measured: packets from a client that closed right after sending them move no C
+            # counter and never reach a backend.
+            return
+        for packet in packets:
+            if self.clients.get(sock.fileno()) is not c:
                 return
-            if len(buf) < head + size:
-                return
-            frame = bytes(buf[:head + size])
-            del buf[:head + size]
-            self.on_packet(c, size, frame)
+            self.on_packet(c, packet)
 
-    def on_packet(self, c, size, frame):
+    def client_write(self, c, body):
+        """Send one answer to a client in its transport, encrypted; a body that is not a multiple
+        of 4 closes the client (Go: ingress_write_errors, as measured)."""
+        if len(body) % 4:
+            if self.flavour == "go":
+                self.count("ingress_write_errors")
+                self.count("ingress_frames_failed")
+            self.close_client(c)
+            return False
+        try:
+            c.sock.setblocking(True)
+            c.sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+            c.sock.sendall(c.tx.update(wire.encode_frame(c.tag, body)))
+        except OSError:
+            if self.flavour == "go":
+                self.count("ingress_write_errors")
+            self.close_client(c)
+            return False
+        finally:
+            if self.clients.get(c.sock.fileno()) is c:
+                c.sock.setblocking(False)
+        return True
+
+    def on_packet(self, c, packet):
         if self.flavour == "c":
-            self.count("tot_forwarded_queries" if self.c_forward(frame) else "dropped_queries")
+            if wire.forwardable(packet):
+                self.c_forward(c, packet)
             return
         if not c.session:
             c.session = True
             self.count("dataplane_sessions_created")
-        for key in ("ingress_frames_received", "dataplane_packets_total", "dataplane_packets_handshake",
-                    "forward_total"):
+        for key in ("ingress_frames_received", "dataplane_packets_total"):
             self.count(key)
-        self.count("ingress_bytes_received", size)
-        self.count("dataplane_bytes_total", size)
-        if self.go_forward(size, frame):
-            self.count("ingress_frames_handled")
-        else:
+        self.count("ingress_bytes_received", len(packet))
+        self.count("dataplane_bytes_total", len(packet))
+        if not wire.forwardable(packet):
+            self.count("dataplane_packets_parse_errors")
             self.count("dataplane_packets_dropped")
             self.count("ingress_frames_failed")
+            return
+        self.count("dataplane_packets_handshake" if packet[:8] == b"\0" * 8 else "dataplane_packets_encrypted")
+        self.count("forward_total")
+        outcome = self.go_forward(c, packet)
+        if outcome is None:
+            self.count("dataplane_packets_dropped")
+            self.count("ingress_frames_failed")
+            return
+        self.count("ingress_frames_handled")
+        if outcome and self.client_write(c, outcome):
+            self.count("ingress_frames_returned")
+            self.count("ingress_bytes_returned", len(outcome))
 
-    def c_forward(self, frame):
-        """C: send over the kept connection of a ready target; reconnecting is the probe's job
-        (run early, at most once a second, when a packet finds no ready target)."""
+    # ---- C: middle-proxy RPC to the targets
+    def c_forward(self, c, packet):
+        """C: RPC_PROXY_REQ over the ready connection of the client's DC target (the same one for
+        every later packet of that client); with none ready, the packet is dropped, counted once
+        the client has stayed C_DROP_SETTLE_S (reconnecting is the probe's job, run early at most
+        once a second when a packet finds no ready target)."""
         b = self.backends
         now = time.time()
         if not b.ready_count() and now - b.last_probe >= BACKEND_ON_DEMAND_PROBE_S:
             b.probe(now, True)
-        for addr in b.ordered():
-            if not b.healthy.get(addr):
+        candidates = [c.ext_addr] if c.ext_addr is not None else b.route(c.dc)[0]
+        flags = wire.RPC_REQ_FLAGS_ABRIDGED if c.tag == wire.TAG_ABRIDGED else wire.RPC_REQ_FLAGS_INTERMEDIATE
+        for addr in candidates:
+            if not b.healthy.get(addr) or addr not in b.sessions:
                 continue
-            sock = b.pooled(addr)
-            if sock is None:
-                b.healthy[addr] = False
-                continue
-            if b.send(addr, sock, frame):
-                return True
-        return False
+            request = wire.proxy_req(c.ext_id, c.peer, c.local, packet, flags)
+            if self.c_backend_send(addr, request):
+                c.ext_addr = addr
+                self.ext_clients[c.ext_id] = c
+                self.count("tot_forwarded_queries")
+                return
+        self.schedule(now + C_DROP_SETTLE_S, lambda: self.c_drop_if_connected(c))
 
-    def go_forward(self, size, frame):
-        """Go: route to the first target not marked by a failed dial (other clusters only when a
-        probe saw them up), dial on demand; a failed dial marks the target for 10 s (measured)."""
+    def c_drop_if_connected(self, c):
+        if self.clients.get(c.sock.fileno()) is c:
+            self.count("dropped_queries")
+
+    def c_backend_send(self, addr, payload):
+        b = self.backends
+        sock, session = b.pool.get(addr), b.sessions.get(addr)
+        if sock is None or session is None:
+            return False
+        return b.send(addr, sock, session.send(payload))
+
+    def c_watch(self, sock):
+        self.sel.register(sock, selectors.EVENT_READ, self.on_backend_read)
+
+    def c_unwatch(self, sock):
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def on_backend_read(self, sock):
+        b = self.backends
+        addr = next((a for a, s in b.pool.items() if s is sock), None)
+        if addr is None:
+            self.c_unwatch(sock)
+            return
+        try:
+            sock.setblocking(False)
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        finally:
+            if addr in b.pool:
+                sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+        try:
+            if not data:
+                raise wire.WireError("target closed the connection")
+            out, messages = b.sessions[addr].feed(data)
+        except wire.WireError:
+            b.close(addr)
+            b.healthy[addr] = False
+            return
+        if out:
+            b.send(addr, sock, out)
+        for payload in messages:
+            self.on_rpc_message(addr, payload)
+
+    def on_rpc_message(self, addr, payload):
+        """A target's answer, counted as the real C counts it (c-middle-proxy-rpc notes, section 8)."""
+        op = wire.op_of(payload)
+        if op == wire.RPC_PROXY_ANS and len(payload) >= 16:
+            ext_id = int.from_bytes(payload[8:16], "little")
+            c = self.ext_clients.get(ext_id)
+            if c is None or self.clients.get(c.sock.fileno()) is not c:
+                self.count("dropped_responses")
+                self.c_backend_send(addr, wire.close_conn(ext_id))
+            elif self.client_write(c, payload[16:]):
+                self.count("tot_forwarded_responses")
+        elif op == wire.RPC_SIMPLE_ACK and len(payload) == 16:
+            ext_id = int.from_bytes(payload[4:12], "little")
+            c = self.ext_clients.get(ext_id)
+            self.count("tot_forwarded_simple_acks" if c is not None else "dropped_simple_acks")
+        elif op == wire.RPC_CLOSE_EXT and len(payload) == 12:
+            c = self.ext_clients.pop(int.from_bytes(payload[4:12], "little"), None)
+            if c is not None:
+                c.ext_addr = None
+                self.close_client(c)
+        elif op == wire.RPC_PING and len(payload) == 12:
+            self.c_backend_send(addr, wire.struct.pack("<I", wire.RPC_PONG) + payload[4:12])
+
+    # ---- Go: length-prefixed frames to the targets
+    def go_forward(self, c, packet):
+        """Go: route by the client's DC (default cluster as fallback), skip targets marked by a
+        failed dial, dial on demand, exchange one frame. Returns the reply body (b"" when the
+        target stayed silent or closed, both counted as success by the real port) or None when the
+        packet was dropped; a failed dial, send or reply marks the target for good."""
         b = self.backends
         now = time.time()
+        targets, by_default = b.route(c.dc)
         addr = None
-        for candidate in b.ordered():
-            if b.marked.get(candidate, 0.0) > now:
+        for candidate in targets:
+            if candidate in b.marked:
                 continue
-            if candidate in b.default or b.healthy.get(candidate):
-                addr = candidate
-                break
+            addr = candidate
+            break
         if addr is None:
             self.count("forward_failed")
             self.count("dataplane_packets_route_errors")
-            cluster = self.cfg.default_cluster if self.cfg else 0
-            self.last_forward_error = "no healthy targets available for cluster %d" % cluster
-            return False
+            self.last_forward_error = "no healthy targets available for cluster %d" % (
+                self.cfg.default_cluster if by_default and self.cfg else c.dc)
+            return None
+        if by_default:
+            self.count("forward_used_default")
         self.count("forward_successful")
-        self.count("forward_bytes", size)
+        self.count("forward_bytes", len(packet))
         had = addr in b.pool
         sock = b.pooled(addr)
         if sock is not None:
@@ -1763,18 +1998,32 @@ class Server(object):
                 self.count("outbound_dial_errors")
                 self.count("dataplane_packets_outbound_errors")
                 b.healthy[addr] = False
-                b.marked[addr] = now + UNHEALTHY_AFTER_DIAL_S
-                return False
+                b.marked.add(addr)
+                return None
             b.pool[addr] = sock
             b.healthy[addr] = True
-        if not b.send(addr, sock, frame):
+        outcome, body = b.go_exchange(addr, sock, packet)
+        if outcome == "send_error":
             self.count("outbound_send_errors")
             self.count("dataplane_packets_outbound_errors")
-            b.marked[addr] = now + UNHEALTHY_AFTER_DIAL_S
-            return False
+            b.marked.add(addr)
+            return None
         self.count("outbound_sends")
-        self.count("outbound_bytes_sent", len(frame))
-        return True
+        self.count("outbound_bytes_sent", len(packet) + 4)
+        if outcome == "error":
+            self.count("outbound_response_errors")
+            self.count("outbound_closed_after_send")
+            self.count("dataplane_packets_outbound_errors")
+            b.marked.add(addr)
+            return None
+        if outcome == "eof":
+            self.count("outbound_closed_after_send")
+            return b""
+        if outcome == "reply":
+            self.count("outbound_responses")
+            self.count("outbound_response_bytes", len(body))
+            return body
+        return b""
 
     # ---- /stats
     def on_stats_accept(self, lsock):
@@ -1786,6 +2035,12 @@ class Server(object):
             except OSError:
                 return
             sock.setblocking(False)
+            if self.flavour == "c" and self.s.has("ipv6"):
+                # Real C with -6: accept() on the IPv4 stats socket gives an IPv4 peer and the
+                # assertion in net_accept_new_connections fails; its SIGABRT handler exits 1.
+                self.log.write("%s: net/net-connections.c: net_accept_new_connections: Assertion "
+                               "`peer_addrlen == sizeof (struct sockaddr_in6)' failed." % sys.argv[0])
+                self.exit(1)
             if self.flavour == "c":
                 self.count("inbound_connections_accepted", 2)
                 self.count("conn_generation")
@@ -1940,6 +2195,10 @@ class Server(object):
             "config_md5": cfg.md5, "config_auth_clusters": len(cfg.clusters), "workers": s.workers,
             "dropped_queries": self.ctr.get("dropped_queries", 0), "window_clamp": s.window_clamp,
             "tot_forwarded_queries": self.ctr.get("tot_forwarded_queries", 0),
+            "tot_forwarded_responses": self.ctr.get("tot_forwarded_responses", 0),
+            "dropped_responses": self.ctr.get("dropped_responses", 0),
+            "tot_forwarded_simple_acks": self.ctr.get("tot_forwarded_simple_acks", 0),
+            "dropped_simple_acks": self.ctr.get("dropped_simple_acks", 0),
             "total_allocated_targets": cfg.unique_targets, "total_declared_targets": cfg.unique_targets,
             "total_connections": clients + https, "total_allocated_connections": clients + https,
             "total_allocated_inbound_connections": clients + https,
@@ -1969,7 +2228,7 @@ class Server(object):
         v["stats_generated_at"] = int(now)
         v["has_current_config"] = 1 if cfg else 0
         if cfg:
-            unhealthy = min(len(cfg.targets), self.backends.marked_count(now))
+            unhealthy = min(len(cfg.targets), self.backends.marked_count())
             v.update({
                 "config_filename": cfg.filename, "config_loaded_at": cfg.loaded_at, "config_size": cfg.size,
                 "config_md5": cfg.md5, "config_auth_clusters": len(cfg.clusters),
@@ -2025,17 +2284,21 @@ def fail_at_start_check(log, faults):
     sys.exit(code)
 
 
-def count_secret_file(path):
-    """Number of secrets in a --mtproto-secret-file (never returns or logs the content)."""
-    with open(path) as handle:
-        return len(handle.read().replace(",", " ").split())
-
-
-def secrets_total(settings):
-    total = len(settings.secrets)
+def load_secrets(settings):
+    """The client secrets as 16-byte values: every -S, then every entry of --mtproto-secret-file
+    (comma or whitespace separated); an entry that is not 32 hex digits can match no client.
+    Never logged."""
+    texts = list(settings.secrets)
     if settings.secret_file:
-        total += count_secret_file(settings.secret_file)
-    return total
+        with open(settings.secret_file) as handle:
+            texts.extend(handle.read().replace(",", " ").split())
+    secrets = []
+    for text in texts:
+        try:
+            secrets.append(wire.parse_secret(text))
+        except ValueError:
+            secrets.append(b"\0" * 15 + b"\1")
+    return secrets
 
 
 def file_md5(path):
@@ -2093,7 +2356,7 @@ def run_c(argv0, args, faults):
         log.write("config check failed! (code -1)")
         sys.exit(1)
     try:
-        secret_count = secrets_total(s)
+        secrets = load_secrets(s)
     except (IOError, OSError) as exc:
         log.c("fatal: cannot open mtproto secret file %s: %s" % (s.secret_file, os.strerror(exc.errno or 0)))
         sys.exit(1)
@@ -2107,6 +2370,10 @@ def run_c(argv0, args, faults):
             sys.exit(1)
         listeners.append(sock)
     if s.user and os.geteuid() == 0:
+        # The RPC needs cryptography; import it while the interpreter's files are surely readable
+        # (a Python under /root is not, once this process is the -u user). The client port
+        # already listens, so this ~30 ms does not widen a flip's refused window.
+        wire.load_crypto()
         try:
             drop_privileges(s.user)
         except (KeyError, OSError):
@@ -2122,16 +2389,19 @@ def run_c(argv0, args, faults):
             if pid == 0:
                 c_worker_main(s, cfg, faults, master)
             workers.append(pid)
-    aes_hash = "0" * 32
+    aes_pwd = None
     if s.aes_pwd:
         try:
-            aes_hash = file_md5(s.aes_pwd)
+            with open(s.aes_pwd, "rb") as handle:
+                aes_pwd = handle.read()
         except (IOError, OSError):
             log.c("fatal: cannot load secret definition file `%s'" % s.aes_pwd)
             sys.exit(1)
     server = Server("c", s, log, faults, cfg=cfg, c_workers=workers)
-    server.aes_hash = aes_hash
-    server.secret_count = secret_count
+    server.aes_hash = hashlib.md5(aes_pwd).hexdigest() if aes_pwd is not None else "0" * 32
+    server.backends.aes_pwd = aes_pwd if aes_pwd is not None and 32 <= len(aes_pwd) <= 256 else None
+    server.secret_count = len(secrets)
+    server.secret_bytes = secrets
     server.client_listeners = listeners
     for sock in listeners:
         server.add_listener(sock, server.on_client_accept)
@@ -2228,7 +2498,7 @@ def run_go(argv0, args, faults):
     if s.config is None:
         go_usage_exit(argv0, "exactly one <config-file> argument is required")
     try:
-        secret_count = secrets_total(s)
+        secrets = load_secrets(s)
     except (IOError, OSError) as exc:
         go_usage_exit(argv0, "cannot read --mtproto-secret-file: open %s: %s"
                       % (s.secret_file, bind_reason(exc)))
@@ -2237,7 +2507,7 @@ def run_go(argv0, args, faults):
         if s.workers > 0:
             go_supervisor(argv0, args, s, faults)
             return
-    go_server(s, faults, worker_id, secret_count)
+    go_server(s, faults, worker_id, secrets)
 
 
 def own_cmdline(argv0, args):
@@ -2330,12 +2600,13 @@ def go_supervisor(argv0, args, s, faults):
     sys.exit(0)
 
 
-def go_server(s, faults, worker_id, secret_count):
+def go_server(s, faults, worker_id, secrets):
     prefix = "[worker %d] " % worker_id if worker_id is not None else ""
     log = Log("go", prefix=prefix, log_file=s.log_file, file_from_start=True)
     faults.log = log
     server = Server("go", s, log, faults, go_worker=worker_id)
-    server.secret_count = secret_count
+    server.secret_count = len(secrets)
+    server.secret_bytes = secrets
     if worker_id is not None:
         server.supervisor_pid = to_int(os.environ.get("MTPROXY_GO_SUPERVISOR_PID"), os.getppid())
     log.plain("Go runtime enabled: send SIGHUP to reload config, SIGTERM/SIGINT to stop.")
