@@ -19,6 +19,7 @@ SECRET = "0123456789abcdef0123456789abcdef"
 STATE_DIR = "/var/lib/mtproxy-cutover"
 MANIFEST = STATE_DIR + "/MTProxy/manifest.json"
 STANDIN = os.path.join(REPO_ROOT, "tests", "standin", "mtproxy_standin.py")
+WIRE = os.path.join(REPO_ROOT, "tests", "standin", "mtproxy_wire.py")
 EXEC_START = ("/opt/MTProxy/mtproto-proxy -u nobody -p 18888 --http-stats -H 18443 -S %s "
               "--aes-pwd proxy-secret proxy-multi.conf -M 1" % SECRET)
 
@@ -59,6 +60,7 @@ def listen_forever():
 masquerade()
 standin = "/opt/MTProxy/.standin/mtproxy_standin.py"
 if os.path.exists(standin):
+    sys.path.insert(0, os.path.dirname(standin))  # its mtproxy_wire beside it
     runpy.run_path(standin, run_name="__main__")
 else:
     listen_forever()
@@ -174,8 +176,9 @@ def host():
             time.sleep(0.5)
         box.put("/opt/MTProxy/mtproto-proxy", LAUNCHER, "0755")
         if os.path.exists(STANDIN):
-            with open(STANDIN, "rb") as handle:
-                box.put("/opt/MTProxy/.standin/mtproxy_standin.py", handle.read(), "0644")
+            for module in (STANDIN, WIRE):
+                with open(module, "rb") as handle:
+                    box.put("/opt/MTProxy/.standin/" + os.path.basename(module), handle.read(), "0644")
         box.put("/opt/MTProxy/proxy-multi.conf", "proxy_for 1 127.0.0.1:1;\ndefault 1;\n")
         box.put("/opt/MTProxy/proxy-secret", "aes-password-bytes\n")
         box.put("/etc/systemd/system/MTProxy.service", UNIT % EXEC_START)
@@ -285,7 +288,8 @@ def test_unit_edited_without_restart_is_refused(host):
 def test_flipped_host_is_recognised(host):
     go = "/opt/MTProxy/releases/go-0123456789ab/mtproto-proxy-go"
     # The stand-in itself at a Go-named path answers /stats as the Go port does.
-    host.sh("mkdir -p $(dirname %s) && install -m 0755 /opt/MTProxy/.standin/mtproxy_standin.py %s" % (go, go))
+    host.sh("mkdir -p $(dirname %s) && install -m 0755 /opt/MTProxy/.standin/mtproxy_standin.py %s"
+            " && install -m 0644 /opt/MTProxy/.standin/mtproxy_wire.py $(dirname %s)/" % (go, go, go))
     dropin = "[Service]\nExecStart=\nExecStart=%s\n" % EXEC_START.replace("/opt/MTProxy/mtproto-proxy", go, 1)
     host.put("/etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf", dropin)
     host.put(STATE_DIR + "/MTProxy/state.json", json.dumps({"current": "go", "binary": go}), "0600")

@@ -164,6 +164,10 @@ def _install(name):
         standin = handle.read()
     put(name, standin, C_BIN, 0o755)
     put(name, standin, GO_BIN, 0o755)
+    with open(os.path.join(os.path.dirname(STANDIN), 'mtproxy_wire.py')) as handle:
+        wire = handle.read()
+    for binary in (C_BIN, GO_BIN):  # the stand-in imports it from its own directory
+        put(name, wire, os.path.join(os.path.dirname(binary), 'mtproxy_wire.py'), 0o644)
     put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf', 0o644)
     put(name, 'aes-secret-for-tests\n', '/opt/MTProxy/proxy-secret', 0o644)
     put(name, UNIT, '/etc/systemd/system/MTProxy.service', 0o640)
@@ -263,7 +267,8 @@ def test_rollback_from_a_failed_go_start(host):
 def test_a_go_release_that_answers_as_c_is_refused(host):
     """A wrongly built release (the C binary under a Go path) starts fine; /stats gives it away."""
     wrong = '/opt/MTProxy/releases/mislabelled/mtproto-proxy'
-    sh(host.name, 'mkdir -p %s && cp %s %s' % (os.path.dirname(wrong), GO_BIN, wrong))
+    sh(host.name, 'mkdir -p %s && cp %s %s && cp %s/mtproxy_wire.py %s/' % (
+        os.path.dirname(wrong), GO_BIN, wrong, os.path.dirname(GO_BIN), os.path.dirname(wrong)))
     result = host.module('mtproxy_switch', {'target': 'go', 'binary': wrong})
     assert result.get('failed') is True
     assert result['msg'] == 'MTProxy should run the Go binary now, but /stats answers as the C binary'
@@ -336,7 +341,7 @@ def test_symlink_method_flips_and_returns(host):
     link = '/opt/MTProxy/bin/mtproto-proxy'
     c_release = '/opt/MTProxy/releases/c/mtproto-proxy'
     sh(host.name, 'mkdir -p /opt/MTProxy/bin /opt/MTProxy/releases/c && cp %s %s && ln -sfn %s %s'
-       % (C_BIN, c_release, c_release, link))
+       ' && cp /opt/MTProxy/mtproxy_wire.py /opt/MTProxy/releases/c/' % (C_BIN, c_release, c_release, link))
     exec_start = EXEC_START.replace(C_BIN, link, 1)
     argv = exec_start.split()
     put(host.name, UNIT.replace(EXEC_START, exec_start), '/etc/systemd/system/MTProxy.service', 0o640)

@@ -152,6 +152,7 @@ GO_REPLY_TIMEOUT_S = 0.25
 # Measured on the real C (-M 1, backends down): a packet counts in dropped_queries only if its
 # client is still connected a few tens of ms later (closed after 20 ms: none; 40-60 ms: most).
 C_DROP_SETTLE_S = 0.04
+C_CLOSE_CHECK_S = 0.005
 MAX_BACKEND_TARGETS = 64
 GO_DEFAULT_CONFIG_DELAY_S = 0.3
 GO_DEFAULT_DRAIN_S = 2.0
@@ -1462,8 +1463,11 @@ class Server(object):
     def run(self):
         self.install_signals()
         while True:
+            wait = TICK_S
+            if self.scheduled:
+                wait = max(0.0, min(wait, min(when for when, _action in self.scheduled) - time.time()))
             try:
-                events = self.sel.select(TICK_S)
+                events = self.sel.select(wait)
             except OSError as exc:
                 if exc.errno != errno.EINTR:
                     raise
@@ -1803,13 +1807,20 @@ class Server(object):
                 self.count("ingress_frames_failed")
             self.close_client(c)
             return
-        if self.flavour == "c" and packets and peer_closed(sock):
+        if self.flavour == "c" and packets:
             # Measured: packets from a client that closed right after sending them move no C
-            # counter and never reach a backend.
+            # counter and never reach a backend; they are handled a moment later, if it is still there.
+            self.schedule(now + C_CLOSE_CHECK_S, lambda: self.c_packets(c, packets))
             return
         for packet in packets:
             if self.clients.get(sock.fileno()) is not c:
                 return
+            self.on_packet(c, packet)
+
+    def c_packets(self, c, packets):
+        if self.clients.get(c.sock.fileno()) is not c or peer_closed(c.sock):
+            return
+        for packet in packets:
             self.on_packet(c, packet)
 
     def client_write(self, c, body):

@@ -542,7 +542,36 @@ def test_a_plain_tag_header_is_an_invalid_handshake_as_on_the_real_binaries(lab,
         assert after["dropped_queries"] == "0" and after["tot_forwarded_queries"] == "0"
 
 
-@pytest.mark.parametrize("stay_s, counted", [(0.005, "0"), (0.15, "1")])
+def test_c_keeps_a_junk_connection_open_and_go_closes_it(lab):
+    for flavour, closed in (("c", False), ("go", True)):
+        proxy = lab.serve(flavour)
+        sock = socket.create_connection(("127.0.0.1", proxy.client_port), timeout=3)
+        sock.sendall(os.urandom(64))
+        sock.settimeout(0.5)
+        try:
+            got = sock.recv(1)
+        except socket.timeout:
+            got = None
+        sock.close()
+        assert (got == b"") is closed, flavour
+
+
+def test_c_forwards_nothing_from_a_client_that_closed_right_after_sending(lab, sinks):
+    ports = backend_lab(lab)
+    sink = sinks(ports)
+    proxy = lab.serve("c", workers=1)
+    assert stats_when(proxy.stats_port, lambda s: s["total_ready_targets"] == "2")
+    sock, encrypt, _decrypt = obf2_connect(proxy.client_port)
+    sock.sendall(encrypt.update(b"".join(wire.encode_frame(wire.TAG_INTERMEDIATE, wire.req_pq_multi())
+                                         for _ in range(2))))
+    sock.close()
+    time.sleep(0.5)
+    after = stats(proxy.stats_port)
+    assert (after["tot_forwarded_queries"], after["dropped_queries"]) == ("0", "0")
+    assert sink.summary()["rpc_queries"] == 0
+
+
+@pytest.mark.parametrize("stay_s, counted", [(0.005, "0"), (0.3, "1")])
 def test_c_counts_a_dropped_packet_only_when_its_client_stays_connected(lab, stay_s, counted):
     # Measured on the real C (-M 1, backends down): closed 20 ms after the packet, nothing counted;
     # still connected 100 ms after it, counted.
