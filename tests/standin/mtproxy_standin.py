@@ -39,11 +39,12 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   C: keeps one middle-proxy RPC connection per target (nonce keyed by the --aes-pwd file,
   AES-256-CBC, handshake), re-checked every 2 s (and at most once a second on demand when a
   packet finds none ready); each connect attempt counts in outbound_connections_created, each
-  failed one (no listener, no handshake within 0.5 s) in total_connect_failures;
-  total_ready_targets/ready_targets = targets with a handshaken connection. A packet goes out as
-  RPC_PROXY_REQ under its client's ext_conn_id: tot_forwarded_queries +1; with no ready target it
-  is dropped and counted in dropped_queries only if the client is still connected 40 ms later (as
-  measured). RPC_PROXY_ANS for an open client: tot_forwarded_responses +1 and the data goes to the
+  refused one in total_connect_failures; the handshake runs in the event loop and a connection
+  not ready after 3 s is dropped (as the real C does). total_ready_targets/ready_targets = targets
+  with a handshaken connection. Packets are handled 5 ms after they arrive, and not at all when the
+  client's FIN is already behind them (as measured). A packet goes out as RPC_PROXY_REQ under its
+  client's ext_conn_id: tot_forwarded_queries +1; with no ready target, dropped_queries +1.
+  RPC_PROXY_ANS for an open client: tot_forwarded_responses +1 and the data goes to the
   client, else dropped_responses +1 and RPC_CLOSE_CONN; a closing client sends RPC_CLOSE_CONN.
   Go: dials on demand (outbound_dials, outbound_pool_misses; reuse: outbound_pool_hits) and
   exchanges one length-prefixed frame per packet, waiting 250 ms for the reply frame. Packet:
@@ -147,11 +148,10 @@ BACKEND_PROBE_EVERY_S = 2.0
 BACKEND_ON_DEMAND_PROBE_S = 1.0
 BACKEND_CONNECT_TIMEOUT_S = 0.5
 BACKEND_SEND_TIMEOUT_S = 1.0
-BACKEND_HANDSHAKE_TIMEOUT_S = 0.5
+RPC_HANDSHAKE_LIMIT_S = wire.RPC_HANDSHAKE_TIMEOUT_S
 GO_REPLY_TIMEOUT_S = 0.25
-# Measured on the real C (-M 1, backends down): a packet counts in dropped_queries only if its
-# client is still connected a few tens of ms later (closed after 20 ms: none; 40-60 ms: most).
-C_DROP_SETTLE_S = 0.04
+# Measured on the real C: packets of a client that closes right behind them (its FIN already
+# there) move no counter; a client still connected a few ms later has them forwarded or dropped.
 C_CLOSE_CHECK_S = 0.005
 MAX_BACKEND_TARGETS = 64
 GO_DEFAULT_CONFIG_DELAY_S = 0.3
@@ -919,32 +919,20 @@ def peer_closed(sock):
         return True
 
 
-def rpc_connect(addr, aes_pwd):
-    """C: a connection to a target with the middle-proxy RPC handshake done, as (socket,
-    RpcSession), or None (no listener, no answer within BACKEND_HANDSHAKE_TIMEOUT_S, a peer that
-    breaks the protocol: the real C retries such a target later and counts it not ready)."""
+def rpc_open(addr, aes_pwd):
+    """C: a connection to a target with the proxy's RPC nonce sent, as (socket, RpcSession), or
+    None when nothing listens. The handshake goes on in the event loop (Server.on_backend_read):
+    the real C never waits for a target, so neither /stats nor clients stall behind one."""
     sock = dial(addr)
     if sock is None:
         return None
     try:
         session = wire.RpcSession("proxy", sock.getsockname()[:2], sock.getpeername()[:2], aes_pwd)
         sock.sendall(session.start())
-        deadline = time.time() + BACKEND_HANDSHAKE_TIMEOUT_S
-        while not session.ready:
-            left = deadline - time.time()
-            if left <= 0:
-                raise wire.WireError("no RPC handshake within %.1f s" % BACKEND_HANDSHAKE_TIMEOUT_S)
-            sock.settimeout(left)
-            data = sock.recv(65536)
-            if not data:
-                raise wire.WireError("backend closed during the RPC handshake")
-            out, _messages = session.feed(data)
-            if out:
-                sock.sendall(out)
     except (OSError, wire.WireError):
         sock.close()
         return None
-    sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+    session.opened = time.time()
     return sock, session
 
 
@@ -1029,21 +1017,26 @@ class Backends(object):
         self.next_probe = now + BACKEND_PROBE_EVERY_S
         for addr in self.addrs:
             if self.pooled(addr) is not None:
-                self.healthy[addr] = True
-                continue
+                session = self.sessions.get(addr)
+                if session is not None and not session.ready and now - session.opened >= RPC_HANDSHAKE_LIMIT_S:
+                    self.close(addr)  # the real C fails a connection not ready 3 s after it opened
+                else:
+                    self.healthy[addr] = session is None or session.ready
+                    continue
             if loopback_target(addr) is None:
                 self.healthy[addr] = False
                 continue
             if c_style:
+                self.healthy[addr] = False
                 self.count("outbound_connections_created")
-                conn = rpc_connect(addr, self.aes_pwd) if self.aes_pwd else None
-                self.healthy[addr] = conn is not None
-                if conn is None:
+                opened = rpc_open(addr, self.aes_pwd) if self.aes_pwd else None
+                if opened is None:
                     self.count("total_connect_failures")
                     continue
-                self.pool[addr], self.sessions[addr] = conn
+                sock, self.sessions[addr] = opened[0], opened[1]
+                self.pool[addr] = sock
                 if self.watch is not None:
-                    self.watch(conn[0])
+                    self.watch(sock)
                 continue
             sock = dial(addr)
             self.healthy[addr] = sock is not None
@@ -1063,7 +1056,7 @@ class Backends(object):
         """Go: one request frame, then one reply frame within GO_REPLY_TIMEOUT_S on the same
         connection. Returns ("reply", body), ("silent", None) for a timeout (connection kept),
         ("eof", None) for a clean close, ("error", None) for a reset or a reply above 8 MiB, or
-        ("send_error", None). Source: go-port-backend-protocol notes, section 5 (measured)."""
+        ("send_error", None), as measured on the real port (the Go port's internal/proxy/outbound.go)."""
         if not self.send(addr, sock, wire.go_frame(packet)):
             return "send_error", None
         reader = self.readers.setdefault(addr, wire.GoFrameReader())
@@ -1878,9 +1871,8 @@ class Server(object):
     # ---- C: middle-proxy RPC to the targets
     def c_forward(self, c, packet):
         """C: RPC_PROXY_REQ over the ready connection of the client's DC target (the same one for
-        every later packet of that client); with none ready, the packet is dropped, counted once
-        the client has stayed C_DROP_SETTLE_S (reconnecting is the probe's job, run early at most
-        once a second when a packet finds no ready target)."""
+        every later packet of that client); with none ready, the packet is dropped (reconnecting is
+        the probe's job, run early at most once a second when a packet finds no ready target)."""
         b = self.backends
         now = time.time()
         if not b.ready_count() and now - b.last_probe >= BACKEND_ON_DEMAND_PROBE_S:
@@ -1888,7 +1880,7 @@ class Server(object):
         candidates = [c.ext_addr] if c.ext_addr is not None else b.route(c.dc)[0]
         flags = wire.RPC_REQ_FLAGS_ABRIDGED if c.tag == wire.TAG_ABRIDGED else wire.RPC_REQ_FLAGS_INTERMEDIATE
         for addr in candidates:
-            if not b.healthy.get(addr) or addr not in b.sessions:
+            if not b.healthy.get(addr) or addr not in b.sessions or not b.sessions[addr].ready:
                 continue
             request = wire.proxy_req(c.ext_id, c.peer, c.local, packet, flags)
             if self.c_backend_send(addr, request):
@@ -1896,11 +1888,7 @@ class Server(object):
                 self.ext_clients[c.ext_id] = c
                 self.count("tot_forwarded_queries")
                 return
-        self.schedule(now + C_DROP_SETTLE_S, lambda: self.c_drop_if_connected(c))
-
-    def c_drop_if_connected(self, c):
-        if self.clients.get(c.sock.fileno()) is c:
-            self.count("dropped_queries")
+        self.count("dropped_queries")
 
     def c_backend_send(self, addr, payload):
         b = self.backends
@@ -1934,21 +1922,23 @@ class Server(object):
         finally:
             if addr in b.pool:
                 sock.settimeout(BACKEND_SEND_TIMEOUT_S)
+        session = b.sessions[addr]
         try:
             if not data:
                 raise wire.WireError("target closed the connection")
-            out, messages = b.sessions[addr].feed(data)
+            out, messages = session.feed(data)
         except wire.WireError:
             b.close(addr)
             b.healthy[addr] = False
             return
         if out:
             b.send(addr, sock, out)
+        b.healthy[addr] = session.ready
         for payload in messages:
             self.on_rpc_message(addr, payload)
 
     def on_rpc_message(self, addr, payload):
-        """A target's answer, counted as the real C counts it (c-middle-proxy-rpc notes, section 8)."""
+        """A target's answer, counted as the real C counts it (mtproto/mtproto-proxy.c, checked on the build)."""
         op = wire.op_of(payload)
         if op == wire.RPC_PROXY_ANS and len(payload) >= 16:
             ext_id = int.from_bytes(payload[8:16], "little")

@@ -9,10 +9,12 @@ first bytes (mtproxy_wire.is_rpc_nonce_start):
   only after the proxy's: a backend that sends it with its nonce is dropped by the real proxy),
   then every RPC_PROXY_REQ is answered with RPC_PROXY_ANS (flags 0, same ext_conn_id, the client
   packet echoed), every RPC_PING with RPC_PONG; RPC_CLOSE_CONN is counted. With no usable
-  --aes-pwd (not given, unreadable, not 32..256 bytes), and on any protocol violation (wrong key
-  signature, bad CRC or seq, ...), the connection is closed, counted in "errors" and a stderr line
-  says why; the C proxy reconnects by itself. So is an RPC connection whose handshake is not done
-  3 s after it was accepted (the C proxy's own limit).
+  --aes-pwd (not given, unreadable, not 32..256 bytes), or when the proxy's nonce or handshake
+  cannot be read with it (another aes-pwd: a different key signature, or frames that do not
+  decrypt), the error is counted in "errors", a stderr line says why, and the connection is kept
+  but never answered: the real C gives up on a handshake after 3 s and reconnects (8 connections
+  every 3 s with -M 1), where closing at once makes it reconnect in a tight loop (measured: about
+  2,700 connections a second). A protocol violation after the handshake closes the connection.
 * anything else is the Go port's plain frames (LE32 length + client packet): every request frame
   is answered at once on the same connection with one frame echoing it. Such a connection is never
   closed by the backend while it runs (the Go port marks a target unhealthy for good on a reset);
@@ -61,6 +63,7 @@ TICK_S = 0.2
 SEND_TIMEOUT_S = 2.0
 STATS_FILE_INTERVAL_S = 1.0
 MAX_ERROR_LINES = 200
+SILENT_RPC_CLOSE_S = 30.0
 TARGET_RE = re.compile(r"^\s*proxy(?:_for\s+-?\d+)?\s+(\S+?)\s*;", re.MULTILINE)
 RPC_START = struct.pack("<iiI", wire.RPC_NONCE_FRAME_LEN, -2, wire.RPC_NONCE)
 COUNTERS = ("accepted", "rejected", "bytes", "max_open", "rpc_connections", "rpc_ready", "rpc_queries",
@@ -267,6 +270,12 @@ class Backend(object):
         elif conn.kind == "go":
             self.on_go(conn, data)
 
+    def silent(self, conn, why):
+        """Count and say why, then keep the RPC connection without answering until the proxy's own
+        3 s handshake limit ends it (closing now would make the real C reconnect at once)."""
+        self.error(conn, "%s; not answering (the proxy gives up after 3 s)" % why)
+        conn.kind = "discard"
+
     def start(self, conn, kind):
         conn.kind = kind
         if kind == "go":
@@ -279,14 +288,12 @@ class Backend(object):
             return
         aes_pwd, why = read_aes_pwd(self.aes_pwd_path)
         if aes_pwd is None:
-            self.error(conn, "a C middle-proxy RPC connection, but %s; closing" % why)
-            self.close(conn)
+            self.silent(conn, "a C middle-proxy RPC connection, but %s" % why)
             return
         try:
             conn.session = wire.RpcSession("backend", conn.sock.getsockname(), conn.sock.getpeername(), aes_pwd)
         except (wire.WireError, OSError) as exc:
-            self.error(conn, "cannot start an RPC session: %s; closing" % exc)
-            self.close(conn)
+            self.silent(conn, "cannot start an RPC session: %s" % exc)
 
     def on_rpc(self, conn, data):
         session = conn.session
@@ -294,8 +301,14 @@ class Backend(object):
         try:
             out, messages = session.feed(data)
         except wire.WireError as exc:
-            self.error(conn, "RPC: %s; closing" % exc)
-            self.close(conn)
+            if session.ready:
+                self.error(conn, "RPC: %s; closing" % exc)
+                self.close(conn)
+            elif session.decrypt is not None:
+                self.silent(conn, "RPC: cannot read the proxy's handshake (%s): its --aes-pwd is not this "
+                                  "backend's --aes-pwd" % exc)
+            else:
+                self.silent(conn, "RPC: %s" % exc)
             return
         if not self.send(conn, out):
             return
@@ -337,12 +350,15 @@ class Backend(object):
             self.count("go_replies", len(frames))
 
     def expire_handshakes(self):
-        """Close RPC connections whose handshake is not done after 3 s, as the C proxy does (a
-        wrong aes-pwd with the right key signature can decrypt to a frame length that never comes)."""
-        limit = time.monotonic() - wire.RPC_HANDSHAKE_TIMEOUT_S
+        """Stop answering RPC connections whose handshake is not done after 3 s, the C proxy's own
+        limit (a wrong aes-pwd with the right key signature can decrypt to a frame length that never
+        comes), and close silent RPC connections the proxy left open for 30 s."""
+        now = time.monotonic()
         for conn in list(self.open.values()):
-            if conn.kind == "rpc" and not conn.session.ready and conn.opened < limit:
-                self.error(conn, "RPC handshake not finished within %g s; closing" % wire.RPC_HANDSHAKE_TIMEOUT_S)
+            if conn.kind == "rpc" and not conn.session.ready and conn.opened < now - wire.RPC_HANDSHAKE_TIMEOUT_S:
+                self.silent(conn, "RPC handshake not finished within %g s" % wire.RPC_HANDSHAKE_TIMEOUT_S)
+            elif (conn.kind == "discard" and conn.reader is None and self.answer != "none"
+                  and conn.opened < now - SILENT_RPC_CLOSE_S):
                 self.close(conn)
 
     def run(self):

@@ -46,15 +46,20 @@ As a service during an SLO window, e.g.:
       --junk-share 0.1 --count 10000 --max-seconds 600
 
 Prints one JSON line at the end: {"mode", "attempted", "connected", "refused", "errors",
-"packets_sent", "junk", "obf", "handshakes", "replies", "unanswered", "elapsed_s"} ("junk"/"obf":
-connections of each kind that connected; "handshakes": obfuscated2 headers sent; "replies":
-reply frames read and decrypted; "unanswered": packets sent without a reply).
+"packets_sent", "junk", "obf", "handshakes", "replies", "unanswered", "closed_by_proxy",
+"elapsed_s"} ("junk"/"obf": connections of each kind that connected; "handshakes": obfuscated2
+headers sent; "replies": reply frames read and decrypted; "unanswered": packets sent without a
+reply; "closed_by_proxy": obfuscated2 connections the proxy closed before their last reply, as the
+Go port does to a handshake it cannot read, e.g. for another secret: the real C keeps such a
+connection open, so there a wrong secret shows as unanswered packets). Sockets are TCP_NODELAY, as
+real clients' are: each packet leaves at once instead of waiting behind the previous one's ACK.
 Exit 0 when at least one connection succeeded (or --count 0), 1 otherwise, 2 on bad arguments
 (a missing or malformed secret included). SIGTERM/SIGINT end the run early and still print the
 summary (held connections are closed).
 Sources: tests/standin/mtproxy_wire.py and the notes it cites (checked on the real C and Go builds).
 """
 import argparse
+import re
 import ipaddress
 import json
 import os
@@ -75,6 +80,7 @@ MAX_SECONDS = 600.0
 MAX_RATE = 1000.0
 MAX_CONCURRENCY = 64
 MAX_WAIT_S = 10.0
+SECRET_RE = re.compile(r"(?i)\b(?:dd|ee)?[0-9a-f]{32}\b")
 TRANSPORTS = {"intermediate": wire.TAG_INTERMEDIATE, "padded": wire.TAG_PADDED}
 PLAIN_STARTS = (wire.TAG_INTERMEDIATE, wire.TAG_PADDED)
 
@@ -107,7 +113,8 @@ class Run(object):
         self.secret = args.secret_bytes
         self.tag = TRANSPORTS[args.transport]
         self.stats = {"mode": args.mode, "attempted": 0, "connected": 0, "refused": 0, "errors": 0,
-                      "packets_sent": 0, "junk": 0, "obf": 0, "handshakes": 0, "replies": 0, "unanswered": 0}
+                      "packets_sent": 0, "junk": 0, "obf": 0, "handshakes": 0, "replies": 0, "unanswered": 0,
+                      "closed_by_proxy": 0}
         self.lock = threading.Lock()
         self.stop = False
         self.next_index = 0
@@ -129,6 +136,7 @@ class Run(object):
         try:
             sock = socket.create_connection((self.args.host, self.args.port),
                                             timeout=max(0.1, min(3.0, self.left())))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except ConnectionRefusedError:
             self.count("refused")
             return None
@@ -179,8 +187,11 @@ class Run(object):
         closed = False
 
         def read():
-            """Reply frames in what arrived, None when the proxy closed."""
-            data = sock.recv(65536)
+            """Reply frames in what arrived, None when the proxy closed (or reset) the connection."""
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                return None
             return len(reader.feed(decrypt.update(data))) if data else None
 
         try:
@@ -203,13 +214,18 @@ class Run(object):
                 if self.wait_readable(sock, linger_until):
                     got = read()
                     if got is None:
+                        closed = True
                         break
                     replies += got
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True  # the proxy had closed it before a packet went out
         except wire.WireError:
             self.count("errors")
         finally:
             self.count("replies", replies)
             self.count("unanswered", max(0, sent - replies))
+            if closed and replies < sent:
+                self.count("closed_by_proxy")
 
     def wait_readable_loop(self, sock, until):
         while time.monotonic() < until and not self.over():
@@ -312,8 +328,16 @@ def needs_secret(args):
     return args.mode == "held" and not args.held_junk
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that never echoes a secret: a mistyped option (``--secrte HEX``) is quoted back
+    with its hex value blanked out."""
+
+    def error(self, message):
+        super(Parser, self).error(SECRET_RE.sub("<redacted>", message))
+
+
 def parse(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    parser = Parser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=("junk", "obf", "mixed", "held"), default="junk")

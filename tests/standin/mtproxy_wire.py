@@ -7,15 +7,15 @@ What each side of a test host says, as the real binaries say it:
   only a peer with the secret reads the transport tag (bytes 56..60: ``ef`` x4 abridged, ``ee`` x4
   intermediate, ``dd`` x4 padded intermediate) and the DC (bytes 60..62, signed 16-bit LE).
   Source: skrashevich/MTProxy@golang internal/proxy/client_transport.go, the C proxy's
-  net/net-tcp-rpc-ext-server.c; checked against both real builds (../notes/go-port-backend-protocol.md).
+  net/net-tcp-rpc-ext-server.c; checked against both real builds (tests/fixtures/real-stats/README.md,
+  "Client and backend traffic").
 * The Go port's backend frames (proxy -> ``proxy_for`` target): LE32 payload length + payload,
   one reply frame per request frame on the same connection.
 * The C proxy's middle-proxy RPC (proxy -> ``proxy_for`` target): CRC32-checked frames with
   per-direction sequence numbers, a nonce exchange keyed by the ``--aes-pwd`` file, AES-256-CBC
   after it, a handshake, then RPC_PROXY_REQ / RPC_PROXY_ANS. Source: TelegramMessenger/MTProxy
   net/net-tcp-rpc-common.c, net/net-tcp-rpc-client.c, net/net-crypto-aes.c,
-  mtproto/mtproto-proxy.c; every field checked against the real C build (the notes file
-  c-middle-proxy-rpc.md next to the one above).
+  mtproto/mtproto-proxy.c; every field checked against the real C build (same README).
 
 Crypto comes from ``cryptography`` (Debian's python3-cryptography on the test hosts), imported on
 first use so a process that never handshakes does not pay for the import. Sans-IO: nothing here
@@ -445,7 +445,7 @@ class RpcSession(object):
         if op != RPC_NONCE or schema != RPC_CRYPTO_AES:
             raise WireError("RPC nonce op %#x schema %d" % (op, schema))
         if key_select != self.key_select:
-            raise WireError("RPC nonce for another aes-pwd (key signature %#x)" % (key_select & 0xFFFFFFFF))
+            raise WireError("RPC nonce for another aes-pwd (its key signature, the file's first 4 bytes, differs)")
         if abs(ts - int(self.now())) > RPC_MAX_CLOCK_SKEW_S:
             raise WireError("RPC nonce time %d is more than 30 s off" % ts)
         if self.role == "backend":

@@ -268,31 +268,41 @@ def wrong_key_same_signature(port):
     return sock
 
 
-@pytest.mark.parametrize("opener, reason", [(bad_key_select, "key signature"), (bad_crc, "CRC"),
-                                            (wrong_key_same_signature, "RPC")])
-def test_testbackend_closes_a_broken_rpc_connection_and_counts_an_error(backends, aes_pwd, opener, reason):
+@pytest.mark.parametrize("opener, reasons", [
+    (bad_key_select, ["another aes-pwd"]),
+    (bad_crc, ["CRC"]),
+    # garbage may read as a frame length that never comes: then the 3 s limit says it
+    (wrong_key_same_signature, ["is not this backend's --aes-pwd", "handshake not finished within 3 s"]),
+])
+def test_testbackend_stays_silent_on_an_rpc_handshake_it_cannot_read(backends, aes_pwd, opener, reasons):
+    # Closing at once makes the real C reconnect in a tight loop (~2,700 connections a second,
+    # measured); kept silent, it gives up after its own 3 s and retries at that pace.
     backend = backends("--aes-pwd", aes_pwd)
     sock = opener(backend.port)
     try:
-        assert closed_by_peer(sock, timeout=5.0), "the backend kept a broken RPC connection"
+        assert silent(sock, 1.0), "the backend answered or closed a broken RPC handshake"
+        assert backend.stats_when(lambda s: s["errors"] == 1, timeout=6.0)
     finally:
         sock.close()
     good, _session = rpc_open(backend.port)  # the backend itself goes on
     good.close()
     summary = backend.summary()
     assert (summary["errors"], summary["rpc_connections"], summary["rpc_ready"]) == (1, 2, 1)
-    assert reason in backend.stderr() and "closing" in backend.stderr()
+    stderr = backend.stderr()
+    assert any(reason in stderr for reason in reasons) and "not answering" in stderr
+    assert AES_PWD[:4].hex() not in stderr and "%#x" % int.from_bytes(AES_PWD[:4], "little") not in stderr
 
 
-def test_testbackend_closes_an_rpc_handshake_left_unfinished_after_3_s(backends, aes_pwd):
+def test_testbackend_stops_answering_an_rpc_handshake_left_unfinished_after_3_s(backends, aes_pwd):
     backend = backends("--aes-pwd", aes_pwd)
     sock = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
     try:
         sock.sendall(wire.RpcSession("proxy", sock.getsockname(), sock.getpeername(), AES_PWD).start())
         assert len(recv_exactly(sock, wire.RPC_NONCE_FRAME_LEN)) == 44
         started = time.monotonic()
-        assert closed_by_peer(sock, timeout=6.0)
+        assert backend.stats_when(lambda s: s["errors"] == 1, timeout=6.0)
         assert 2.0 < time.monotonic() - started < 4.5
+        assert silent(sock, 0.2)
     finally:
         sock.close()
     assert backend.summary()["errors"] == 1
@@ -302,7 +312,7 @@ def test_testbackend_closes_an_rpc_handshake_left_unfinished_after_3_s(backends,
 @pytest.mark.parametrize("extra, reason", [((), "no --aes-pwd given"),
                                            (("--aes-pwd", "/nonexistent/aes-pwd"), "cannot read --aes-pwd"),
                                            (("--aes-pwd", "SHORT"), "not 32..256")])
-def test_testbackend_without_a_usable_aes_pwd_closes_rpc_connections(backends, tmp_path, extra, reason):
+def test_testbackend_without_a_usable_aes_pwd_never_answers_rpc(backends, tmp_path, extra, reason):
     if "SHORT" in extra:
         short = tmp_path / "short"
         short.write_bytes(b"x" * 31)
@@ -311,7 +321,7 @@ def test_testbackend_without_a_usable_aes_pwd_closes_rpc_connections(backends, t
     sock = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
     try:
         sock.sendall(wire.RpcSession("proxy", sock.getsockname(), sock.getpeername(), AES_PWD).start())
-        assert closed_by_peer(sock)
+        assert silent(sock, 1.0)
     finally:
         sock.close()
     go = socket.create_connection(("127.0.0.1", backend.port), timeout=3)  # Go frames need no key
@@ -446,9 +456,8 @@ def test_testbackend_stats_file_follows_the_counts_while_it_runs(backends):
         for _n in range(4):
             sock.sendall(wire.go_frame(b"1234"))
             read_go_frames(sock, 1)
-        started = time.monotonic()
-        moved = backend.stats_when(lambda s: s["go_replies"] == 4, timeout=3.0)
-        assert moved and time.monotonic() - started < 2.0
+        moved = backend.stats_when(lambda s: s["go_replies"] == 4, timeout=5.0)
+        assert moved, "the stats file did not follow the counts"
     finally:
         sock.close()
     summary = backend.summary()
@@ -461,7 +470,7 @@ def test_testbackend_reads_loopback_targets_from_config_and_bounds_connections(t
     ports = [free_port(), free_port()]
     conf = tmp_path / "proxy-multi.conf"
     conf.write_text("# proxy_for 9 127.0.0.1:1;\nproxy_for 1 127.0.0.1:%d;\nproxy_for -1 127.0.0.1:%d;\n"
-                    "proxy_for 2 149.154.175.50:8888;\nproxy 127.0.0.1:%d;\ndefault 1;\n" % (ports[0], ports[0], ports[1]))
+                    "proxy_for 2 192.0.2.50:8888;\nproxy 127.0.0.1:%d;\ndefault 1;\n" % (ports[0], ports[0], ports[1]))
     backend = backends("--from-config", str(conf), "--max-connections", "2", port=ports[0])
     assert backend.ready == {"listening": ["127.0.0.1:%d" % p for p in ports]}
     held = [socket.create_connection(("127.0.0.1", ports[0]), timeout=2) for _client in range(3)]
@@ -694,7 +703,7 @@ def test_testclient_junk_is_rejected_by_every_secret(servers):
 def test_testclient_with_a_wrong_secret_is_invalid(servers):
     server = servers(secrets=(OTHER_SECRET,))
     out = client(server.port, "--mode", "obf", "--count", "2", "--packets", "1", "--secret", SECRET)
-    assert (out["handshakes"], out["replies"], out["unanswered"]) == (2, 0, 2)
+    assert (out["handshakes"], out["replies"], out["unanswered"], out["closed_by_proxy"]) == (2, 0, 2, 2)
     settled(server, 2)
     assert server.invalid == 2
 
@@ -724,6 +733,7 @@ def test_testclient_secret_file_uses_the_first_secret(servers, tmp_path):
     (["--mode", "obf", "--secret", SECRET, "--transport", "abridged"], "--transport"),
     (["--mode", "obf", "--secret", SECRET, "--reply-timeout", "11"], "--reply-timeout"),
     (["--mode", "junk", "--dc", "40000"], "--dc"),
+    (["--mode", "obf", "--secrte", SECRET], "unrecognized arguments: --secrte <redacted>"),
 ])
 def test_testclient_bad_arguments_exit_2_without_printing_the_secret(args, text):
     out = client(1, *args, check=False)

@@ -124,11 +124,11 @@ def rpc_pair():
 def handshake(proxy, backend):
     nonce = proxy.start()
     assert len(nonce) == 44 and wire.is_rpc_nonce_start(nonce)
-    backend_nonce, _ = backend.feed(nonce)
+    backend_nonce = backend.feed(nonce)[0]
     assert len(backend_nonce) == 44 and not backend.ready
-    proxy_handshake, _ = proxy.feed(backend_nonce)
+    proxy_handshake = proxy.feed(backend_nonce)[0]
     assert len(proxy_handshake) == 48 and not proxy.ready  # 44-byte frame + one filler word
-    backend_handshake, _ = backend.feed(proxy_handshake)
+    backend_handshake = backend.feed(proxy_handshake)[0]
     assert backend.ready and len(backend_handshake) % 16 == 0
     assert proxy.feed(backend_handshake) == (b"", [])
     assert proxy.ready
@@ -153,7 +153,7 @@ def test_rpc_nonce_handshake_then_proxy_req_and_ans_with_the_same_ext_conn_id():
 
 def test_the_backend_waits_for_the_proxys_handshake_and_an_eager_one_is_refused():
     proxy, backend = rpc_pair()
-    backend_nonce, _ = backend.feed(proxy.start())
+    backend_nonce = backend.feed(proxy.start())[0]
     assert backend_nonce and not backend.ready  # the nonce alone: no handshake before the proxy's
     # A backend that sends its handshake in the nonce's segment: the real C drops the connection.
     with pytest.raises(wire.WireError, match="after the RPC nonce"):
@@ -163,7 +163,7 @@ def test_the_backend_waits_for_the_proxys_handshake_and_an_eager_one_is_refused(
 def test_rpc_keys_depend_on_the_connection_addresses():
     proxy = wire.RpcSession("proxy", PROXY, BACKEND, AES_PWD)
     backend = wire.RpcSession("backend", BACKEND, ("127.0.0.1", PROXY[1] + 1), AES_PWD)
-    proxy_handshake, _ = proxy.feed(backend.feed(proxy.start())[0])
+    proxy_handshake = proxy.feed(backend.feed(proxy.start())[0])[0]
     with pytest.raises(wire.WireError):
         backend.feed(proxy_handshake)
 
