@@ -13,11 +13,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SCENARIOS ?=
 
-.PHONY: help venv unit integration lint sanity engine image scenarios test demo bench clean
+.PHONY: help venv unit changelog integration lint sanity engine image scenarios test demo bench build clean
 
 help:
 	@echo "make demo   - run cutover.yml then rollback.yml on a local fleet of systemd containers"
-	@echo "make test   - unit, module, lint, sanity and Molecule scenario tests"
+	@echo "make test   - unit, changelog, module, lint, sanity and Molecule scenario tests"
+	@echo "make build  - the collection tarball in build/ (ansible-galaxy collection build)"
 	@echo "make bench  - flip window, fleet scale and judge cost benchmarks"
 
 $(VENV)/.installed: requirements/test.txt
@@ -42,8 +43,19 @@ unit: venv
 integration: venv engine image
 	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) -m pytest tests/integration -q
 
+changelog: venv
+	antsibull-changelog lint
+
+# ansible-lint as a user runs it in a checkout (no --offline): it resolves this collection from the
+# checkout and installs tests/requirements.yml into .ansible/. The pinned copies of those collections
+# are put there first, so that no Galaxy is needed (CI has none).
 lint: venv
-	ansible-lint --profile production --offline -q
+	mkdir -p .ansible/collections/ansible_collections
+	for ns in community ansible; do ln -sfn $(COLLECTIONS)/ansible_collections/$$ns .ansible/collections/ansible_collections/$$ns; done
+	ansible-lint --profile production -q
+
+build: venv
+	ansible-galaxy collection build --force --output-path build/
 
 sanity: venv
 	tests/sanity/run-sanity.sh
@@ -57,7 +69,7 @@ image: engine
 scenarios: venv engine image
 	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) tests/hosts/run-scenarios.sh $(SCENARIOS)
 
-test: unit lint sanity integration scenarios
+test: unit changelog lint sanity integration scenarios
 
 demo: venv engine image
 	tests/hosts/demo.sh
@@ -67,4 +79,4 @@ bench: venv engine image
 
 clean:
 	$(PY) tests/hosts/fleet.py down --all || true
-	rm -rf $(VENV) .venv-sanity artifacts
+	rm -rf $(VENV) .venv-sanity artifacts build

@@ -17,8 +17,8 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils.report import (
     ARGUMENT_SPEC,
     REQUIRED_BY,
     ReportError,
-    apply,
 )
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.report_files import apply, controller_identity
 
 
 class ActionModule(ActionBase):
@@ -33,7 +33,8 @@ class ActionModule(ActionBase):
         # Fails the task (also in check mode) with the validator's message on a bad option.
         validation, dummy = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC, required_by=REQUIRED_BY)
         try:
-            result.update(apply(validation.validated_parameters, check_mode=bool(self._task.check_mode)))
+            result.update(apply(validation.validated_parameters, check_mode=bool(self._task.check_mode),
+                                controller=controller_identity()))
         except ReportError as exc:
             result.update(failed=True, msg=to_text(exc))
         return result

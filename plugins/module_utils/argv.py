@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import re
 
 REDACTED = "<redacted>"
@@ -233,6 +234,16 @@ class ParsedArgv(object):
         return self.get("log")
 
     @property
+    def ipv6(self):
+        """-6: the C proxy then aborts on any connection to its (IPv4) stats port."""
+        return self.has("ipv6")
+
+    @property
+    def address(self):
+        """--address: the one address the client ports are bound to (None: all addresses)."""
+        return self.get("address")
+
+    @property
     def user(self):
         return self.get("user")
 
@@ -440,3 +451,29 @@ def replace_option_values(argv, new_values, add_missing=False):
 def replace_program(argv, new_program):
     """Copy of argv running new_program with the same arguments."""
     return [new_program] + list(argv[1:])
+
+
+LOOPBACK_V4 = "127.0.0.1"
+LOOPBACK_V6 = "::1"
+
+
+def client_probe_hosts(parsed, ipv6_loopback=False):
+    """Addresses on which a local connect reaches the client ports of this command line, best first.
+
+    ``--address A`` binds the ports to A alone: only A (a wildcard stands for the loopback address
+    of its family). Without it the ports are on every address: 127.0.0.1, and with ``-6`` (the Go
+    port binds ``[::]``, the C proxy an IPv6 socket) also ::1 when the host has an IPv6 loopback.
+    """
+    address = parsed.address
+    if address:
+        try:
+            ip = ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            return [address]
+        if ip.is_unspecified:
+            return [LOOPBACK_V6 if ip.version == 6 else LOOPBACK_V4]
+        return [str(ip)]
+    hosts = [LOOPBACK_V4]
+    if parsed.ipv6 and ipv6_loopback:
+        hosts.append(LOOPBACK_V6)
+    return hosts

@@ -23,9 +23,10 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
 from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import REFUSED, fetch
 from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import FLAVOR_GO, StatsParseError, parse_stats
+from ansible_collections.mtproxy.cutover.plugins.module_utils.host import (
+    Systemd, describe_unit_state, journal_tail, ms, pid_alive, run, show_host, tcp_accepts, write_atomic)
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
-    SwitchError, Systemd, describe_unit_state, frozen_argv, journal_tail, load_manifest, ms, pid_alive, run,
-    service_state_dir, tcp_accepts, write_atomic)
+    SwitchError, client_hosts_of, frozen_argv, load_manifest, service_state_dir)
 
 PREWARM_LOG = 'prewarm.log'
 PREWARM_ENV = 'prewarm.env'
@@ -173,6 +174,9 @@ class Prewarm:
         self.secrets = manifest_secrets(self.manifest)
         self.unit = prewarm_unit(service)
         self.systemd = Systemd(self.unit)
+        # The pre-warm keeps --address and -6: its client ports are where production's are.
+        self.client_hosts = client_hosts_of(self.manifest)
+        self.warnings = []
         directory = service_state_dir(state_dir, service)
         self.log_path = os.path.join(directory, PREWARM_LOG)
         self.env_path = os.path.join(directory, PREWARM_ENV)
@@ -197,6 +201,8 @@ class Prewarm:
         journal = journal_tail(self.unit, since, secrets=self.secrets)
         cleanup(self.unit, self.env_path)
         text = '%s. Last journal lines of %s:\n%s' % (message, self.unit, '\n'.join(journal) or '(journal empty)')
+        if self.warnings:
+            text += '\nWarnings: %s' % '; '.join(self.warnings)
         raise PrewarmError(text, journal=journal, unit=self.unit, **details)
 
     def start(self, binary, ready_timeout, check_mode=False):
@@ -205,8 +211,8 @@ class Prewarm:
         argv, command, stats_port, client_ports = self.plan(binary)
         stats_url = 'http://127.0.0.1:%d/stats' % stats_port
         result = {'changed': True, 'unit': self.unit, 'stats_url': stats_url, 'stats_port': stats_port,
-                  'client_ports': client_ports, 'argv': redact_argv(argv), 'ready_ms': None, 'pid': None,
-                  'warnings': []}
+                  'client_ports': client_ports, 'client_hosts': self.client_hosts, 'argv': redact_argv(argv),
+                  'ready_ms': None, 'pid': None, 'warnings': self.warnings}
         if check_mode:
             return result
         existing = self.systemd.show(*SHOW_PROPS)
@@ -259,10 +265,11 @@ class Prewarm:
                     stats_seen = True
                     why_not = '/stats answered with %s: %s' % (answer.error, answer.detail)
             if stats_ok:
-                closed = [p for p in client_ports if not tcp_accepts(p)]
+                closed = [p for p in client_ports if not tcp_accepts(p, self.client_hosts)]
                 if not closed:
                     return time.monotonic(), stats_seen, None
-                why_not = 'client port(s) %s do not accept connections' % ', '.join(str(p) for p in closed)
+                why_not = 'client port(s) %s do not accept connections on %s' % (
+                    ', '.join(str(p) for p in closed), show_host(self.client_hosts))
             time.sleep(POLL_INTERVAL)
         return None, stats_seen, why_not
 

@@ -1,13 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright: mtproxy.cutover contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Run report: merge the per-host stage records of one run and render them as JSON and Markdown.
+"""Run report: the data of one run, merged from its per-host stage records.
 
 Every step of a run writes what it learned about a host to ``<run_dir>/hosts/<host>/<stage>.json``
-(already redacted). This module only reads those records; it never talks to a host, so a report can
-be rendered at any point of a run, including from a rescue block after a failure.
+(redacted). The preflight writes ``<run_dir>/run.json``: the run's identity and the hosts it is
+meant to touch (``expected_hosts``). The start and end of each step on a host (freeze, pre-warm,
+flip, observation, rollback) are marks in ``hosts/<host>/timeline.json``.
 
-``apply`` is what the ``mtproxy_report`` action plugin does on the controller; it needs no Ansible.
+The result of a run is derived from the hosts it was meant to touch, never from the absence of
+bad news:
+
+* ``running`` until the Report play (or a step that stops the run) marks the run finished;
+* ``incomplete`` when ansible-playbook ended without that (see plugin_utils/report_files.watch);
+* ``failed`` when any expected host failed, was rolled back (cutover), went away (unreachable) or
+  was never judged, or when no host was judged at all;
+* ``success`` otherwise.
+
+A host is *judged* when a step recorded its outcome (``outcome`` record). Without one, its result
+is what the records prove and no more: ``on_c`` for a host frozen on C and never flipped,
+``unknown`` for a host that was flipped but never judged or has no record at all.
+
+This module is plain Python (no Ansible, no Jinja2); plugin_utils/report_files.py renders the
+Markdown and the timeline picture and writes the files.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,11 +34,24 @@ import json
 import os
 import tempfile
 
-STAGES = ("freeze", "stage", "prewarm", "baseline_restart", "flip", "verify", "rollback", "outcome")
+from ansible_collections.mtproxy.cutover.plugins.module_utils.credentials import redact_value
+
+SCHEMA = 2
+STAGES = ("freeze", "stage", "prewarm", "baseline_restart", "flip", "verify", "rollback", "outcome", "timeline")
 PLAYBOOKS = ("cutover", "rollback", "drill")
-RUN_RESULTS = ("success", "failed")
-HOST_RESULTS = ("on_go", "rolled_back", "on_c", "failed")
+RUNNING = "running"
+SUCCESS = "success"
+FAILED = "failed"
+INCOMPLETE = "incomplete"
+RUN_RESULTS = (RUNNING, SUCCESS, FAILED, INCOMPLETE)
+# What a step may record as a host's outcome, and what the report may derive without one.
+OUTCOME_RESULTS = ("on_go", "rolled_back", "on_c", "failed", "unreachable")
+HOST_RESULTS = OUTCOME_RESULTS + ("unknown",)
+NOT_JUDGED = ("unreachable", "unknown")
 TIMING_KEYS = ("stop_ms", "start_ms", "unavailable_ms")
+# Steps drawn on the timeline, in runbook order.
+SPAN_STEPS = ("freeze", "stage", "prewarm", "flip", "observe", "rollback", "hook")
+MARK_RESULTS = ("ok", "failed", "unreachable", "skipped")
 
 # Options of the mtproxy_report action plugin; plugins/modules/mtproxy_report.py documents them.
 ARGUMENT_SPEC = dict(
@@ -33,20 +61,53 @@ ARGUMENT_SPEC = dict(
         playbook=dict(type="str", required=True, choices=list(PLAYBOOKS)),
         started_at=dict(type="str"),
         go=dict(type="dict"),
+        expected_hosts=dict(type="list", elements="str"),
+        settings=dict(type="dict"),
+        report_template=dict(type="path"),
     )),
     host=dict(type="str"),
-    stage=dict(type="str", choices=list(STAGES)),
+    stage=dict(type="str", choices=[s for s in STAGES if s != "timeline"]),
     record=dict(type="dict"),
     note=dict(type="str"),
+    mark=dict(type="dict", options=dict(
+        close=dict(type="bool", default=False),
+        end=dict(type="str", choices=list(SPAN_STEPS)),
+        start=dict(type="str", choices=list(SPAN_STEPS)),
+        result=dict(type="str", choices=list(MARK_RESULTS), default="ok"),
+        label=dict(type="str"),
+    )),
     finished_at=dict(type="str"),
-    result=dict(type="str", choices=list(RUN_RESULTS)),
+    final=dict(type="bool", default=False),
+    result=dict(type="str", choices=[SUCCESS, FAILED]),
     reason=dict(type="str"),
 )
-REQUIRED_BY = dict(record=["host", "stage"], note=["host"])
+REQUIRED_BY = dict(record=["host", "stage"], note=["host"], mark=["host"])
 
 
 class ReportError(Exception):
     pass
+
+
+def utc_now():
+    """Now in UTC as ISO 8601 with milliseconds and a Z."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000)
+
+
+def parse_time(text):
+    """A datetime (UTC) from the ISO 8601 texts a run writes; None when it is not one."""
+    if not isinstance(text, str) or not text:
+        return None
+    value = text.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed.astimezone(datetime.timezone.utc)
 
 
 def _json_default(value):
@@ -56,8 +117,32 @@ def _json_default(value):
     raise TypeError("%s is not JSON serializable" % type(value).__name__)
 
 
-def _dumps(value):
+def dumps(value):
     return json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def atomic_write(path, text):
+    """Replace ``path`` with ``text`` (mode 0644) by rename, creating its directory if missing."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except Exception:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --- records ---------------------------------------------------------------------------------
+
+def _check_host(host):
+    if not host or not isinstance(host, str) or os.sep in host or host.startswith("."):
+        raise ReportError("invalid host name %r for a record file" % (host,))
 
 
 def load_records(run_dir):
@@ -85,45 +170,71 @@ def load_records(run_dir):
     return records
 
 
-def _host_result(stages):
-    outcome = stages.get("outcome") or {}
-    if outcome.get("result") in HOST_RESULTS:
-        return outcome["result"]
-    if "rollback" in stages:
-        return "rolled_back" if stages["rollback"].get("ok", True) else "failed"
-    if "flip" in stages:
-        return "on_go"
-    return "on_c"
+def note_path(run_dir, host):
+    _check_host(host)
+    return os.path.join(run_dir, "incidents", host + ".md")
 
 
-def summarize_host(stages):
-    """Flatten one host's stage records into the report's host entry."""
-    flip = stages.get("flip") or {}
-    verify = stages.get("verify") or {}
-    rollback = stages.get("rollback") or {}
-    freeze = stages.get("freeze") or {}
-    outcome = stages.get("outcome") or {}
-    result = _host_result(stages)
-    failures = list(verify.get("failures") or [])
-    if outcome.get("reason") and not failures:
-        failures.append({"metric": None, "observed": None, "limit": None, "rule": outcome["reason"]})
-    entry = {
-        "result": result,
-        "role": flip.get("role") or outcome.get("role") or freeze.get("role"),
-        "wave": flip.get("wave", outcome.get("wave")),
-        "verdict": verify.get("verdict"),
-        "failures": failures,
-        "timings": dict((k, (flip.get("timings") or {}).get(k)) for k in TIMING_KEYS),
-        "rollback_timings": dict((k, (rollback.get("timings") or {}).get(k)) for k in TIMING_KEYS) if rollback else None,
-        "binary": rollback.get("binary") if result == "rolled_back" else (flip.get("binary") or freeze.get("binary")),
-        "flavor": {"on_go": "go", "rolled_back": "c", "on_c": "c"}.get(result),
-        "versions": {"c": freeze.get("c_version"), "go": verify.get("go_version") or flip.get("go_version")},
-        "reason": outcome.get("reason") or rollback.get("reason"),
-        "incident_note": rollback.get("incident_note"),
-        "stages": stages,
-    }
-    return entry
+def write_record(run_dir, host, stage, record):
+    """Write one stage record of a host (URL credentials redacted; ``recorded_at`` added)."""
+    if stage not in STAGES or stage == "timeline":
+        raise ReportError("unknown stage %r (known: %s)" % (stage, ", ".join(s for s in STAGES if s != "timeline")))
+    _check_host(host)
+    record = redact_value(dict(record))
+    record.setdefault("recorded_at", utc_now())
+    atomic_write(os.path.join(run_dir, "hosts", host, stage + ".json"), dumps(record))
 
+
+def timeline_path(run_dir, host):
+    _check_host(host)
+    return os.path.join(run_dir, "hosts", host, "timeline.json")
+
+
+def write_mark(run_dir, host, mark, at=None):
+    """End and/or start a step on a host's timeline: ``mark`` is {close, end, start, result, label}.
+
+    ``close`` ends every open span (a step that failed somewhere inside); ``end`` closes the last
+    open span of that step; ``start`` opens a new one. A step ended that was never started is
+    recorded as a span without a start.
+    """
+    if not mark or not (mark.get("start") or mark.get("end") or mark.get("close")):
+        raise ReportError("a mark needs start, end (a step name) or close")
+    for key in ("start", "end"):
+        if mark.get(key) and mark[key] not in SPAN_STEPS:
+            raise ReportError("unknown step %r (known: %s)" % (mark[key], ", ".join(SPAN_STEPS)))
+    at = at or utc_now()
+    path = timeline_path(run_dir, host)
+    spans = []
+    if os.path.exists(path):
+        try:
+            with open(path) as handle:
+                spans = json.load(handle).get("spans") or []
+        except ValueError as exc:
+            raise ReportError("record timeline.json of host %s is not valid JSON: %s" % (host, exc))
+    if mark.get("close"):
+        for span in spans:
+            if not span.get("finished_at"):
+                span["finished_at"] = at
+                span["result"] = mark.get("result") or "ok"
+    elif mark.get("end"):
+        for span in reversed(spans):
+            if span.get("step") == mark["end"] and not span.get("finished_at"):
+                span["finished_at"] = at
+                span["result"] = mark.get("result") or "ok"
+                break
+        else:
+            spans.append({"step": mark["end"], "started_at": None, "finished_at": at,
+                          "result": mark.get("result") or "ok"})
+    if mark.get("start"):
+        span = {"step": mark["start"], "started_at": at, "finished_at": None, "result": None}
+        if mark.get("label"):
+            span["label"] = mark["label"]
+        spans.append(span)
+    atomic_write(path, dumps({"spans": spans}))
+    return spans
+
+
+# --- run facts -------------------------------------------------------------------------------
 
 def load_run(run_dir):
     path = os.path.join(run_dir, "run.json")
@@ -134,181 +245,324 @@ def load_run(run_dir):
 
 
 def write_run(run_dir, run):
-    atomic_write(os.path.join(run_dir, "run.json"), _dumps(run))
+    atomic_write(os.path.join(run_dir, "run.json"), dumps(redact_value(run)))
 
 
-def _check_host(host):
-    if not host or os.sep in host or host.startswith("."):
-        raise ReportError("invalid host name %r for a record file" % host)
+def finish_run(run, at, result=None, reason=None):
+    """``run`` marked finished at ``at``; ``result`` (failed / incomplete) is a floor, never raised."""
+    finished = dict(run.get("finished") or {})
+    finished["at"] = at
+    previous = finished.get("result")
+    if result == INCOMPLETE or previous == INCOMPLETE:
+        finished["result"] = INCOMPLETE
+    elif FAILED in (result, previous):
+        finished["result"] = FAILED
+    else:
+        finished["result"] = None
+    if reason:
+        finished["reason"] = reason
+    return dict(run, finished=finished)
 
 
-def note_path(run_dir, host):
-    _check_host(host)
-    return os.path.join(run_dir, "incidents", host + ".md")
+# --- one host --------------------------------------------------------------------------------
+
+# Judge rules -> the metric they judge (mtproxy_slo's ``judged``).
+RULE_METRIC = {
+    "min_success_rate": "success_rate",
+    "baseline_success_rate": "success_rate",
+    "max_bad_handshake_ratio": "bad_handshake_ratio",
+    "baseline_bad_handshake_ratio": "bad_handshake_ratio",
+    "min_backend_healthy": "backend_healthy",
+    "max_accept_failures": "accept_failures",
+}
+METRIC_ORDER = ("success_rate", "bad_handshake_ratio", "backend_healthy", "accept_failures")
+# Volume behind a ratio, shown beside it.
+METRIC_VOLUME = {"success_rate": ("dropped_packets", "packets"), "bad_handshake_ratio": ("bad_handshakes", "connections")}
 
 
-def write_record(run_dir, host, stage, record):
-    if stage not in STAGES:
-        raise ReportError("unknown stage %r (known: %s)" % (stage, ", ".join(STAGES)))
-    _check_host(host)
-    atomic_write(os.path.join(run_dir, "hosts", host, stage + ".json"), _dumps(record))
+def _metric_value(summary, metric):
+    """A judged metric's value in an mtproxy_slo summary (None when it has none)."""
+    if not isinstance(summary, dict):
+        return None
+    if isinstance(summary.get("summary"), dict):
+        summary = summary["summary"]
+    derived = summary.get("derived") or {}
+    if metric in derived:
+        return derived.get(metric)
+    info = (summary.get("metrics") or {}).get(metric) or {}
+    if metric == "accept_failures":
+        return info.get("delta")
+    return info.get("last")
 
 
-def _run_failed(playbook, counts, hosts):
-    if counts["failed"]:
-        return True
-    if playbook == "rollback":
-        return counts["on_go"] > 0
-    if playbook == "drill":
-        return any(e["stages"].get("outcome", {}).get("envelope_ok") is False for e in hosts.values())
-    return counts["rolled_back"] > 0 or any(e["verdict"] == "fail" for e in hosts.values())
+def _volume(summary, metric):
+    names = METRIC_VOLUME.get(metric)
+    if not names or not isinstance(summary, dict):
+        return None
+    if isinstance(summary.get("summary"), dict):
+        summary = summary["summary"]
+    derived = summary.get("derived") or {}
+    part, whole = derived.get(names[0]), derived.get(names[1])
+    if whole is None:
+        return None
+    return {"part": part, "whole": whole, "part_name": names[0], "whole_name": names[1]}
 
 
-def build_report(run_dir, run_id, playbook, started_at=None, finished_at=None, go=None, result=None, reason=None):
-    records = load_records(run_dir)
-    hosts = dict((host, summarize_host(stages)) for host, stages in records.items())
-    counts = dict((name, 0) for name in HOST_RESULTS)
-    for entry in hosts.values():
-        counts[entry["result"]] += 1
-    if result is None:
-        result = "failed" if _run_failed(playbook, counts, hosts) else "success"
-    return {
-        "schema": 1,
-        "run_id": run_id,
-        "playbook": playbook,
-        "started_at": started_at,
-        "finished_at": finished_at,
+def _limits(metric, thresholds, comparisons):
+    limits = []
+    th = thresholds or {}
+    if metric == "success_rate" and th.get("min_success_rate") is not None:
+        limits.append({"op": ">=", "value": th["min_success_rate"], "rule": "min_success_rate"})
+    if metric == "bad_handshake_ratio" and th.get("max_bad_handshake_ratio") is not None:
+        limits.append({"op": "<=", "value": th["max_bad_handshake_ratio"], "rule": "max_bad_handshake_ratio"})
+    if metric == "backend_healthy" and th.get("min_backend_healthy") is not None:
+        limits.append({"op": ">=", "value": th["min_backend_healthy"], "rule": "min_backend_healthy"})
+    if metric == "accept_failures" and th.get("max_accept_failures") is not None:
+        limits.append({"op": "<=", "value": th["max_accept_failures"], "rule": "max_accept_failures"})
+    for comparison in comparisons or []:
+        if comparison.get("metric") == metric and comparison.get("limit") is not None:
+            op = ">=" if metric == "success_rate" else "<="
+            limits.append({"op": op, "value": comparison["limit"], "rule": "baseline", "baseline": comparison.get("baseline")})
+    return limits
+
+
+def comparison_rows(freeze, verify):
+    """C baseline (freeze) beside Go (observation window) for every metric the judge judged."""
+    if not verify:
+        return []
+    judged = verify.get("judged")
+    failures = verify.get("failures") or []
+    comparisons = verify.get("baseline_comparison") or []
+    if judged is None:
+        # A record from before ``judged`` was kept: the metrics named by failures and comparisons.
+        metrics = set(f.get("metric") for f in failures) | set(c.get("metric") for c in comparisons)
+    else:
+        metrics = set(RULE_METRIC.get(rule) for rule in judged)
+        metrics |= set(f.get("metric") for f in failures if f.get("metric") in METRIC_ORDER)
+    metrics.discard(None)
+    baseline = (freeze or {}).get("baseline") or {}
+    summary = verify.get("summary") or {}
+    rows = []
+    for metric in METRIC_ORDER:
+        if metric not in metrics:
+            continue
+        failed = [f for f in failures if f.get("metric") == metric]
+        rows.append({
+            "metric": metric,
+            "c": _metric_value(baseline, metric),
+            "c_volume": _volume(baseline, metric),
+            "go": _metric_value(summary, metric),
+            "go_volume": _volume(summary, metric),
+            "limits": _limits(metric, verify.get("thresholds"), comparisons),
+            "result": "fail" if failed else "pass",
+        })
+    return rows
+
+
+def _spans(stages):
+    spans = list(((stages.get("timeline") or {}).get("spans")) or [])
+    return [dict(span) for span in spans if isinstance(span, dict) and span.get("step")]
+
+
+def _windows(spans):
+    """{step: [{started_at, finished_at, result}]} of the spans a reader asks for by name."""
+    windows = {}
+    for span in spans:
+        windows.setdefault(span["step"], []).append(
+            {"started_at": span.get("started_at"), "finished_at": span.get("finished_at"), "result": span.get("result")})
+    return windows
+
+
+def _host_result(stages):
+    """(result, judged, why) of one host from its records."""
+    outcome = stages.get("outcome") or {}
+    if outcome.get("result") in OUTCOME_RESULTS:
+        result = outcome["result"]
+        return result, result not in NOT_JUDGED, None
+    rollback = stages.get("rollback")
+    if rollback:
+        if rollback.get("ok", True):
+            return ("rolled_back" if rollback.get("changed", True) else "on_c"), True, None
+        return "failed", True, None
+    if "flip" in stages:
+        return "unknown", False, "flipped to Go but never judged"
+    freeze = stages.get("freeze") or {}
+    if freeze.get("current") == "c":
+        return "on_c", False, "never judged: the run stopped before this host (on C as frozen)"
+    if freeze.get("current") == "go":
+        return "on_go", False, "never judged: the run stopped before this host (on Go since an earlier run)"
+    return "unknown", False, "never judged: no step recorded anything for this host"
+
+
+def summarize_host(stages):
+    """Flatten one host's stage records into the report's host entry."""
+    flip = stages.get("flip") or {}
+    verify = stages.get("verify") or {}
+    rollback = stages.get("rollback") or {}
+    freeze = stages.get("freeze") or {}
+    outcome = stages.get("outcome") or {}
+    stage = stages.get("stage") or {}
+    result, judged, why = _host_result(stages)
+    failures = [dict(f) for f in (verify.get("failures") or []) if isinstance(f, dict)]
+    spans = _spans(stages)
+    reason = outcome.get("reason") or (rollback.get("reason") if result in ("rolled_back", "failed") else None) or why
+    go_version = {"sha256": stage.get("sha256"), "release": stage.get("path") or flip.get("binary"),
+                  "version": stage.get("version")}
+    entry = {
         "result": result,
+        "judged": judged,
+        "role": flip.get("role") or outcome.get("role") or freeze.get("role"),
+        "wave": flip.get("wave", outcome.get("wave")),
+        "verdict": verify.get("verdict"),
+        "failures": failures,
+        "timings": dict((k, (flip.get("timings") or {}).get(k)) for k in TIMING_KEYS),
+        "rollback_timings": dict((k, (rollback.get("timings") or {}).get(k)) for k in TIMING_KEYS) if rollback else None,
+        "binary": rollback.get("binary") if result == "rolled_back" else (flip.get("binary") or freeze.get("binary")),
+        "flavor": {"on_go": "go", "rolled_back": "c", "on_c": "c"}.get(result),
+        "versions": {"c": freeze.get("c_version") or None,
+                     "go": go_version if any(go_version.values()) else None},
         "reason": reason,
-        "go": go or {},
-        "summary": dict(counts, hosts=len(hosts)),
-        "hosts": hosts,
+        "incident_note": rollback.get("incident_note"),
+        "comparison": comparison_rows(freeze, verify),
+        "control": verify.get("control"),
+        "window_s": verify.get("window_s"),
+        "spans": spans,
+        "windows": _windows(spans),
+        "stages": stages,
+    }
+    return entry
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def _problems(playbook, hosts):
+    """What makes a finished run fail, one sentence each (empty: success)."""
+    problems = []
+
+    def named(result):
+        return sorted(h for h, e in hosts.items() if e["result"] == result)
+
+    if not any(e["judged"] for e in hosts.values()):
+        problems.append("no host was judged")
+    if named("failed"):
+        problems.append("failed: %s" % ", ".join(named("failed")))
+    if named("unreachable"):
+        problems.append("unreachable: %s" % ", ".join(named("unreachable")))
+    unjudged = sorted(h for h, e in hosts.items() if not e["judged"] and e["result"] != "unreachable")
+    if unjudged:
+        problems.append("never judged: %s" % ", ".join(unjudged))
+    if playbook == "cutover":
+        if named("rolled_back"):
+            problems.append("rolled back: %s" % ", ".join(named("rolled_back")))
+        failed_verdicts = sorted(h for h, e in hosts.items() if e["verdict"] == "fail" and e["result"] != "rolled_back")
+        if failed_verdicts:
+            problems.append("failed its SLO checks: %s" % ", ".join(failed_verdicts))
+    elif playbook == "rollback":
+        if named("on_go"):
+            problems.append("still on Go: %s" % ", ".join(named("on_go")))
+    elif playbook == "drill":
+        exceeded = sorted(h for h, e in hosts.items() if e["stages"].get("outcome", {}).get("envelope_ok") is False)
+        if exceeded:
+            problems.append("envelope exceeded or drill step failed: %s" % ", ".join(exceeded))
+    return problems
+
+
+def _needs_attention(playbook, entry):
+    """Whether a host is part of why the run would fail (listed under the report's failures)."""
+    if not entry["judged"] or entry["result"] in ("failed", "unreachable", "unknown") or entry["failures"]:
+        return True
+    if playbook == "cutover":
+        return entry["result"] == "rolled_back" or entry["verdict"] == "fail"
+    if playbook == "rollback":
+        return entry["result"] == "on_go"
+    if playbook == "drill":
+        return entry["stages"].get("outcome", {}).get("envelope_ok") is False
+    return False
+
+
+def _versions(hosts, go):
+    c_versions = sorted(set(e["versions"]["c"] for e in hosts.values() if e["versions"].get("c")))
+    return {"c": c_versions, "go": {"sha256": (go or {}).get("sha256"), "version": (go or {}).get("version"),
+                                    "source": (go or {}).get("source")}}
+
+
+def _timeline(run, hosts, finished_at):
+    """Bounds and rows of the timeline picture."""
+    times = [parse_time(run.get("started_at")), parse_time(finished_at)]
+    for entry in hosts.values():
+        for span in entry["spans"]:
+            times += [parse_time(span.get("started_at")), parse_time(span.get("finished_at"))]
+    times = [t for t in times if t is not None]
+    rows = [{"host": host, "result": entry["result"], "spans": entry["spans"]}
+            for host, entry in sorted(hosts.items(), key=_host_order)]
+    return {
+        "start": min(times).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if times else None,
+        "end": max(times).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" if times else None,
+        "rows": rows,
     }
 
 
-def _cell(value):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "%.1f" % value
-    return str(value).replace("|", "\\|")
+def _host_order(item):
+    host, entry = item
+    role_rank = {"canary": 0, "wave": 1}.get(entry.get("role"), 2)
+    starts = [s.get("started_at") or s.get("finished_at") or "" for s in entry["spans"]]
+    return (role_rank, min(starts) if starts else "~", host)
 
 
-def render_markdown(report):
-    lines = [
-        "# MTProxy %s report: %s" % (report.get("playbook") or "cutover", report.get("run_id")),
-        "",
-        "- result: **%s**%s" % (report.get("result"), " (%s)" % report["reason"] if report.get("reason") else ""),
-        "- started: %s, finished: %s" % (_cell(report.get("started_at")), _cell(report.get("finished_at"))),
-    ]
-    go = report.get("go") or {}
-    if go.get("sha256"):
-        lines.append("- Go binary sha256: `%s`" % go["sha256"])
-    summary = report.get("summary") or {}
-    lines.append("- hosts: %s (on Go %s, rolled back %s, on C %s, failed %s)" % tuple(
-        _cell(summary.get(k)) for k in ("hosts", "on_go", "rolled_back", "on_c", "failed")))
-    lines += [
-        "",
-        "| host | role | wave | result | verdict | stop ms | start ms | unavailable ms | binary |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for host, entry in sorted(report.get("hosts", {}).items()):
-        timings = entry.get("timings") or {}
-        lines.append("| %s |" % " | ".join(_cell(v) for v in (
-            host, entry.get("role"), entry.get("wave"), entry.get("result"), entry.get("verdict"),
-            timings.get("stop_ms"), timings.get("start_ms"), timings.get("unavailable_ms"), entry.get("binary"))))
-    problems = [(h, e) for h, e in sorted(report.get("hosts", {}).items()) if e.get("failures") or e.get("reason")]
-    if problems:
-        lines += ["", "## Failures", ""]
-        for host, entry in problems:
-            for failure in entry.get("failures") or []:
-                lines.append("- %s: %s (observed %s, limit %s) %s" % (
-                    host, _cell(failure.get("metric")), _cell(failure.get("observed")),
-                    _cell(failure.get("limit")), failure.get("rule") or ""))
-            if entry.get("reason") and not entry.get("failures"):
-                lines.append("- %s: %s" % (host, entry["reason"]))
-            if entry.get("rollback_timings"):
-                rb = entry["rollback_timings"]
-                lines.append("- %s rolled back: stop %s ms, start %s ms, unavailable %s ms; incident note: %s" % (
-                    host, _cell(rb.get("stop_ms")), _cell(rb.get("start_ms")), _cell(rb.get("unavailable_ms")),
-                    _cell(entry.get("incident_note"))))
-    return "\n".join(lines) + "\n"
+def _relative(path, run_dir):
+    """A path inside the run directory as a path relative to it (portable, a link in report.md)."""
+    if isinstance(path, str) and os.path.isabs(path):
+        rel = os.path.relpath(path, run_dir)
+        if not rel.startswith(os.pardir):
+            return rel
+    return path
 
 
-def atomic_write(path, text):
-    """Replace ``path`` with ``text`` (mode 0644) by rename, creating its directory if missing."""
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def build_report(run_dir, run, finished_at=None):
+    """The report document of a run from its run facts and its records.
 
-
-def write_report(report, run_dir):
-    json_path = os.path.join(run_dir, "report.json")
-    md_path = os.path.join(run_dir, "report.md")
-    atomic_write(json_path, _dumps(report))
-    atomic_write(md_path, render_markdown(report))
-    return json_path, md_path
-
-
-def apply(params, check_mode=False):
-    """Write the run facts, an incident note and one record if given, then render the report again.
-
-    params are the validated options of the mtproxy_report action plugin (see ARGUMENT_SPEC); a
-    missing key counts as not given. In check mode nothing is written and the report is only built.
-    A record written with a note gets the note's path as ``incident_note``.
-    Returns the result of the task; raises ReportError with the message to fail the task with.
+    ``run`` is the content of run.json: run_id, playbook, started_at, go, expected_hosts and,
+    once the run is finished, ``finished`` {at, result (floor), reason}.
     """
-    run_dir = params.get("run_dir")
-    if not run_dir:
-        raise ReportError("run_dir is required")
-    note = None
-    try:
-        if params.get("note") is not None:
-            note = note_path(run_dir, params.get("host"))
-        if not check_mode:
-            if not os.path.isdir(run_dir):
-                os.makedirs(run_dir)
-            if params.get("run"):
-                write_run(run_dir, params["run"])
-            if note is not None:
-                text = params["note"]
-                atomic_write(note, text if text.endswith("\n") else text + "\n")
-            if params.get("record") is not None:
-                record = params["record"]
-                if note is not None:
-                    record = dict(record, incident_note=note)
-                write_record(run_dir, params.get("host"), params.get("stage"), record)
-        run = params.get("run") or load_run(run_dir)
-    except (ReportError, OSError, ValueError, TypeError) as exc:
-        raise ReportError("cannot write the report of %s: %s" % (run_dir, exc))
-    if not run.get("run_id"):
-        if check_mode:
-            # A dry run never wrote run.json: there is nothing to render.
-            return dict(changed=False, report={}, json_path=None, markdown_path=None, result=None,
-                        note_path=note)
-        raise ReportError("no run facts in %s: pass run= once when the run starts" % run_dir)
-    json_path = os.path.join(run_dir, "report.json")
-    md_path = os.path.join(run_dir, "report.md")
-    try:
-        report = build_report(
-            run_dir, run["run_id"], run.get("playbook"), started_at=run.get("started_at"),
-            finished_at=params.get("finished_at"), go=run.get("go"), result=params.get("result"),
-            reason=params.get("reason"),
-        )
-        if not check_mode:
-            json_path, md_path = write_report(report, run_dir)
-    except (ReportError, OSError, ValueError, TypeError) as exc:
-        raise ReportError("cannot write the report of %s: %s" % (run_dir, exc))
-    # Records and reports are artifacts of the run, not managed state: writing them is not a change.
-    return dict(changed=False, report=report, json_path=json_path, markdown_path=md_path, result=report["result"],
-                note_path=note)
+    records = load_records(run_dir)
+    expected = list(run.get("expected_hosts") or [])
+    names = sorted(set(expected) | set(records))
+    hosts = dict((host, summarize_host(records.get(host, {}))) for host in names)
+    for entry in hosts.values():
+        entry["incident_note"] = _relative(entry["incident_note"], run_dir)
+    counts = dict((name, 0) for name in HOST_RESULTS)
+    for entry in hosts.values():
+        counts[entry["result"]] += 1
+    finished = run.get("finished") or {}
+    problems = _problems(run.get("playbook"), hosts)
+    for entry in hosts.values():
+        entry["attention"] = _needs_attention(run.get("playbook"), entry)
+    if not finished:
+        result = RUNNING
+    elif finished.get("result") == INCOMPLETE:
+        result = INCOMPLETE
+    elif finished.get("result") == FAILED or problems:
+        result = FAILED
+    else:
+        result = SUCCESS
+    reason = finished.get("reason")
+    if result in (FAILED, INCOMPLETE) and problems:
+        reason = "; ".join(([reason] if reason else []) + problems)
+    finished_at = finished.get("at") or finished_at
+    return {
+        "schema": SCHEMA,
+        "run_id": run.get("run_id"),
+        "playbook": run.get("playbook"),
+        "started_at": run.get("started_at"),
+        "finished_at": finished_at if finished else None,
+        "result": result,
+        "reason": reason,
+        "problems": problems,
+        "go": run.get("go") or {},
+        "versions": _versions(hosts, run.get("go")),
+        "settings": run.get("settings") or {},
+        "expected_hosts": expected,
+        "summary": dict(counts, hosts=len(hosts), judged=sum(1 for e in hosts.values() if e["judged"])),
+        "hosts": hosts,
+        "timeline": _timeline(run, hosts, finished_at if finished else utc_now()),
+    }

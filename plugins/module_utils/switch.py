@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Point a proxy service at the Go or the C binary, restart it, time the gap and prove the argv.
 
-Pure parts (drop-in rendering, ExecStart splitting, argv proof, state transitions) are plain
-functions; host parts go through ``Systemd`` (systemctl / journalctl via subprocess) and ``/proc``.
+The flip and the rollback: state transitions, the restart measured from the clients' side, the argv
+proof and the /stats proof. How the unit is pointed at a binary is ``pointing.py`` (one class per
+method); what talks to the host (systemctl, /proc, sockets, files) is ``host.py``.
 Every message that can carry text from the host is passed through ``redact_text`` first.
 """
 
@@ -12,32 +13,32 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
-import errno
 import json
 import os
-import socket
 import subprocess
 import time
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import redact_argv, redact_text
+from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
+    LOOPBACK_V4, client_probe_hosts, parse_argv, redact_argv, redact_text)
 from ansible_collections.mtproxy.cutover.plugins.module_utils.baseline import FLAVORS, stats_version, why_unreadable
+from ansible_collections.mtproxy.cutover.plugins.module_utils import host as hostlib
+from ansible_collections.mtproxy.cutover.plugins.module_utils.host import (
+    HostError, Systemd, describe_unit_state, foreign_listeners, ipv6_loopback, journal_tail, kill_unit, ms,
+    now_iso, pid_alive, port_refuses, read_cmdline, show_host, tcp_accepts, unit_texts, exec_start_path,
+    write_atomic)
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import take_sample
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
-from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import CUTOVER_DROPIN, EXEC_PREFIXES, parse_show
+from ansible_collections.mtproxy.cutover.plugins.module_utils.pointing import SYSTEMD_DIR, pointing_for
+from ansible_collections.mtproxy.cutover.plugins.module_utils.refusals import IPV6_ASSERTION, exec_start_refusal
+from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import exec_start_winner
 
 SCHEMA = 1
 STATE_FILE = 'state.json'
 MANIFEST_FILE = 'manifest.json'
-SYSTEMD_DIR = '/etc/systemd/system'
 HISTORY_LIMIT = 50
-JOURNAL_LINES = 20
 TARGETS = ('go', 'c')
-METHODS = ('dropin', 'symlink')
-DROPIN_HEADER = (
-    '# Managed by mtproxy.cutover (mtproxy_switch): runs the Go binary with the unchanged C argv.\n'
-    '# Removing this file (then systemctl daemon-reload and a restart) returns the service to the C binary.\n'
-)
+# One error class for the flip and everything below it: the message is redacted, details go into the result.
+SwitchError = HostError
 # How often the client port is probed while the new process starts, and how often systemd is asked
 # whether it already gave up (asking costs a process spawn, so not on every probe).
 PROBE_INTERVAL = 0.001
@@ -54,15 +55,6 @@ HANDOVERS = ('listeners_closed', 'wait_exit')
 HANDOVER_GRACE = {'c': 0.02, 'go': 0.0}
 # Where a unit's cgroup (systemctl show -p ControlGroup) can be found: the unified hierarchy, or its
 # mount beside the v1 controllers on hybrid hosts.
-CGROUP_ROOTS = ('/sys/fs/cgroup', '/sys/fs/cgroup/unified')
-
-
-class SwitchError(Exception):
-    """A failure whose message is already redacted; ``details`` go into the module result."""
-
-    def __init__(self, message, **details):
-        super(SwitchError, self).__init__(message)
-        self.details = details
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,30 +91,12 @@ def load_state(state_dir, service):
     return state
 
 
-def write_atomic(path, data, mode):
-    """Write ``data`` (str) to ``path`` via a temporary file in the same directory and rename."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, '.%s.tmp.%d' % (os.path.basename(path), os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data.encode('utf-8'))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
 def save_state(state_dir, service, state):
     directory = service_state_dir(state_dir, service)
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
     os.chmod(directory, 0o700)
     write_atomic(os.path.join(directory, STATE_FILE), json.dumps(state, indent=2, sort_keys=True) + '\n', 0o600)
-
-
-def now_iso():
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def transition(state, manifest, target, binary, method, timings, at, result='ok', extra_previous=None):
@@ -152,126 +126,8 @@ def state_agrees(state, target, binary, method):
 
 
 # ---------------------------------------------------------------------------------------------
-# ExecStart and drop-in text
-# ---------------------------------------------------------------------------------------------
-
-def split_program(text):
-    """(prefix, program, rest) of a raw ExecStart value; ``rest`` keeps every byte after the program.
-
-    ``ExecStart=/opt/MTProxy/mtproto-proxy -u nobody`` -> ('', '/opt/MTProxy/mtproto-proxy', ' -u nobody').
-    """
-    if text.startswith('ExecStart='):
-        text = text[len('ExecStart='):]
-    text = text.lstrip(' \t')
-    index = 0
-    while index < len(text) and text[index] in EXEC_PREFIXES:
-        index += 1
-    prefix = text[:index]
-    body = text[index:]
-    if not body:
-        raise SwitchError('ExecStart of the unit is empty')
-    if body[0] in '"\'':
-        end = body.find(body[0], 1)
-        if end < 0:
-            raise SwitchError('ExecStart program has an unterminated quote')
-        return prefix, body[1:end], body[end + 1:]
-    end = 0
-    while end < len(body) and body[end] not in ' \t\n':
-        end += 1
-    return prefix, body[:end], body[end:]
-
-
-def systemd_path_word(path):
-    """``path`` written as one ExecStart word: % and $ escaped, quoted when it holds blanks."""
-    if not path.startswith('/'):
-        raise SwitchError('binary must be an absolute path, got %r' % path)
-    if any(ch in path for ch in '"\'\\\n\r'):
-        raise SwitchError('binary path contains a quote, backslash or newline: refusing to write it into a unit')
-    word = path.replace('%', '%%').replace('$', '$$')
-    if ' ' in word or '\t' in word:
-        word = '"%s"' % word
-    return word
-
-
-def render_dropin(exec_start, go_binary):
-    """Drop-in text that runs ``go_binary`` with the rest of the vendor ExecStart byte-identical."""
-    prefix, _program, rest = split_program(exec_start)
-    if '@' in prefix:
-        # With "@" the next word is argv[0]; keeping it would hide which binary runs, so refuse.
-        raise SwitchError('ExecStart uses the "@" prefix (explicit argv[0]); method=dropin does not support it')
-    rest = rest.rstrip('\n')
-    return '%s[Service]\nExecStart=\nExecStart=%s%s%s\n' % (DROPIN_HEADER, prefix, systemd_path_word(go_binary), rest)
-
-
-def dropin_path(unit_name, systemd_dir=SYSTEMD_DIR):
-    return os.path.join(systemd_dir, unit_name + '.d', CUTOVER_DROPIN)
-
-
-def read_text(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except (IOError, OSError):
-        return None
-
-
-def write_dropin(path, text, mode):
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    write_atomic(path, text, mode)
-
-
-def remove_dropin(path):
-    """Remove the drop-in and any temporary file a crashed write left behind. True if anything went."""
-    removed = False
-    directory = os.path.dirname(path)
-    names = os.listdir(directory) if os.path.isdir(directory) else []
-    tmp_prefix = '.%s.tmp.' % os.path.basename(path)
-    for name in names:
-        if name == os.path.basename(path) or name.startswith(tmp_prefix):
-            os.unlink(os.path.join(directory, name))
-            removed = True
-    return removed
-
-
-def fragment_mode(fragment_path):
-    """Permission bits of the vendor unit file (the drop-in carries the same secret); 0600 if unknown."""
-    try:
-        return os.stat(fragment_path).st_mode & 0o777
-    except (OSError, TypeError):
-        return 0o600
-
-
-def flip_symlink(link, target):
-    """Point ``link`` at ``target`` atomically (new link at a temporary name, renamed over)."""
-    tmp = os.path.join(os.path.dirname(link), '.%s.mtproxy-cutover.%d' % (os.path.basename(link), os.getpid()))
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
-    os.rename(tmp, link)
-
-
-# ---------------------------------------------------------------------------------------------
 # argv proof
 # ---------------------------------------------------------------------------------------------
-
-def read_shebang(path):
-    """Interpreter words of a script's ``#!`` line, or None for a binary/unreadable file."""
-    try:
-        with open(path, 'rb') as handle:
-            head = handle.read(256)
-    except (IOError, OSError):
-        return None
-    if not head.startswith(b'#!'):
-        return None
-    line = head[2:].split(b'\n', 1)[0].decode('utf-8', 'replace').strip()
-    if not line:
-        return None
-    # The kernel passes everything after the interpreter as one optional argument.
-    parts = line.split(None, 1)
-    return parts
-
 
 def argv_matches(cmdline, expected):
     """True when the live argv equals ``expected`` word for word."""
@@ -304,243 +160,26 @@ def frozen_argv(manifest):
     return list(manifest['argv'])
 
 
-def expected_argv(manifest, target, binary, method):
-    """The argv the restarted MainPID must have."""
-    frozen = frozen_argv(manifest)
-    if target == 'go' and method == 'dropin':
-        return [binary] + frozen[1:]
-    return frozen
-
-
 # ---------------------------------------------------------------------------------------------
-# /proc and sockets
+# What the frozen argv says about the host
 # ---------------------------------------------------------------------------------------------
 
-def read_cmdline(pid):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            raw = handle.read()
-    except (IOError, OSError):
-        return None
-    if not raw:
-        return None
-    return [word.decode('utf-8', 'surrogateescape') for word in raw.rstrip(b'\x00').split(b'\x00')]
+def client_hosts_of(manifest):
+    """Where the frozen proxy's client ports are reached: its --address, else loopback."""
+    return client_probe_hosts(parse_argv(frozen_argv(manifest)), ipv6_loopback())
 
 
-def proc_exe(pid):
-    try:
-        return os.path.realpath('/proc/%d/exe' % pid)
-    except OSError:
-        return None
-
-
-def pid_alive(pid):
-    """False once the process is gone or only a zombie waiting for its reaper."""
-    if not pid:
-        return False
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            stat = handle.read()
-    except (IOError, OSError):
-        return False
-    return stat.rsplit(')', 1)[-1].split()[0] != 'Z'
-
-
-def parent_pid(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return int(handle.read().rsplit(')', 1)[-1].split()[1])
-    except (IOError, OSError, ValueError, IndexError):
-        return None
-
-
-def tcp_probe(port, host='127.0.0.1', timeout=0.05):
-    """One TCP connect: 'accepts', 'refused' (nothing listens) or 'no_answer' (timeout, other error)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect((host, port))
-        return 'accepts'
-    except socket.timeout:
-        return 'no_answer'
-    except OSError as exc:
-        return 'refused' if exc.errno == errno.ECONNREFUSED else 'no_answer'
-    finally:
-        sock.close()
-
-
-def tcp_accepts(port, host='127.0.0.1', timeout=0.05):
-    return tcp_probe(port, host, timeout) == 'accepts'
-
-
-def port_refuses(port, host='127.0.0.1', timeout=0.05):
-    """True only when a connect is actively refused; a timeout is not a refusal."""
-    return tcp_probe(port, host, timeout) == 'refused'
-
-
-def listening_inodes(port):
-    """Socket inodes listening on TCP ``port`` (IPv4 and IPv6)."""
-    inodes = set()
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-        try:
-            with open(table) as handle:
-                lines = handle.readlines()[1:]
-        except (IOError, OSError):
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == '0A' and int(fields[1].rsplit(':', 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes
-
-
-def socket_holders(inodes):
-    """PIDs that hold one of the socket ``inodes`` open."""
-    wanted = set('socket:[%s]' % inode for inode in inodes)
-    holders = set()
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        fd_dir = '/proc/%s/fd' % entry
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(os.path.join(fd_dir, fd)) in wanted:
-                    holders.add(int(entry))
-                    break
-            except OSError:
-                continue
-    return holders
-
-
-def descends_from(pid, ancestor, limit=64):
-    for _step in range(limit):
-        if pid == ancestor:
-            return True
-        if pid is None or pid <= 1:
-            return False
-        pid = parent_pid(pid)
-    return False
-
-
-def foreign_listeners(port, main_pid):
-    """PIDs listening on ``port`` that are not ``main_pid`` or its descendants."""
-    return sorted(pid for pid in socket_holders(listening_inodes(port)) if not descends_from(pid, main_pid))
-
-
-# ---------------------------------------------------------------------------------------------
-# systemd
-# ---------------------------------------------------------------------------------------------
-
-def run(argv, timeout=60):
-    """(rc, stdout, stderr) of a command; never raises for a missing command or a timeout."""
-    env = dict(os.environ, LC_ALL='C', SYSTEMD_PAGER='', SYSTEMD_COLORS='0')
-    try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    except OSError as exc:
-        return 127, '', '%s: %s' % (argv[0], exc)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        return 124, out.decode('utf-8', 'replace'), 'timed out after %ss' % timeout
-    return proc.returncode, out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
-
-
-def journal_tail(unit, since_epoch=None, lines=JOURNAL_LINES, secrets=(), settle=0.3):
-    """Last ``lines`` journal lines of ``unit`` (message text only), redacted.
-
-    journald receives a fast-exiting process's output asynchronously, so read again after ``settle``
-    seconds and keep the longer answer.
-    """
-    argv = ['journalctl', '--no-pager', '-o', 'cat', '-u', unit, '-n', str(lines)]
-    if since_epoch:
-        argv += ['--since', '@%d' % int(since_epoch)]
-    best = []
-    for attempt in range(2):
-        if attempt:
-            time.sleep(settle)
-        rc, out, _err = run(argv, timeout=15)
-        got = [line for line in out.splitlines() if line.strip()] if rc == 0 else []
-        if len(got) >= len(best):
-            best = got
-    return [redact_text(line, list(secrets)) for line in best[-lines:]]
-
-
-class Systemd:
-    """The few systemctl calls the switch needs."""
-
-    def __init__(self, unit):
-        self.unit = unit
-
-    def show(self, *props):
-        rc, out, err = run(['systemctl', 'show', self.unit, '-p', ','.join(props)], timeout=30)
-        if rc != 0:
-            raise SwitchError('systemctl show %s failed: %s' % (self.unit, err.strip()))
-        return parse_show(out)
-
-    def main_pid(self):
-        try:
-            return int(self.show('MainPID').get('MainPID') or 0)
-        except ValueError:
-            return 0
-
-    def call(self, *args, **kwargs):
-        return run(['systemctl'] + list(args) + [self.unit], timeout=kwargs.get('timeout', 60))
-
-    def daemon_reload(self):
-        rc, _out, err = run(['systemctl', 'daemon-reload'], timeout=120)
-        if rc != 0:
-            raise SwitchError('systemctl daemon-reload failed: %s' % err.strip())
-
-
-def describe_unit_state(props):
-    """Short host-side cause from systemctl show properties."""
-    text = '%s is %s/%s' % (props.get('Id', 'unit'), props.get('ActiveState', '?'), props.get('SubState', '?'))
-    if props.get('Result') and props.get('Result') != 'success':
-        text += ', result %s' % props['Result']
-    code = props.get('ExecMainCode')
-    status = props.get('ExecMainStatus')
-    if code == '1':
-        text += ', main process exited with status %s' % status
-    elif code in ('2', '3'):
-        text += ', main process killed by signal %s' % status
-    return text
+def c_stats_unsafe(manifest):
+    """The frozen C proxy runs with -6: any connection to its stats port makes it abort."""
+    return parse_argv(frozen_argv(manifest)).ipv6
 
 
 # ---------------------------------------------------------------------------------------------
 # Restart and measure
 # ---------------------------------------------------------------------------------------------
 
-def ms(seconds):
-    return round(seconds * 1000.0, 3)
-
-
-def kill_unit(systemd, cgroup):
-    """SIGKILL every process of the unit; returns how ('cgroup.kill' or 'systemctl').
-
-    What ``systemctl kill --signal=SIGKILL`` does, but through the cgroup's ``cgroup.kill`` file when
-    the kernel has one (5.14+): no client process to spawn and no D-Bus round trip while clients
-    are refused. systemd sees the same thing either way: its processes died of SIGKILL.
-    """
-    if cgroup:
-        for root in CGROUP_ROOTS:
-            try:
-                with open(os.path.join(root, cgroup.lstrip('/'), 'cgroup.kill'), 'w') as handle:
-                    handle.write('1')
-                return 'cgroup.kill'
-            except (IOError, OSError):
-                continue
-    run(['systemctl', 'kill', '--signal=SIGKILL', systemd.unit], timeout=30)
-    return 'systemctl'
-
-
 def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgroup=None,
-                   grace=HANDOVER_GRACE['c']):
+                   grace=HANDOVER_GRACE['c'], watch_host=LOOPBACK_V4):
     """Follow the stop half of a restart job until the old main process is gone.
 
     Returns (gone_at, killed, handover_at, ended_early). Past ``stop_timeout`` the unit is
@@ -568,7 +207,7 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
             _out, err = job.communicate()
             raise SwitchError('systemctl restart %s failed while stopping the old process: %s'
                               % (systemd.unit, to_text(err).strip() or 'exit %s' % job.returncode))
-        if watch_port and handover_at is None and port_refuses(watch_port):
+        if watch_port and handover_at is None and port_refuses(watch_port, watch_host):
             handover_at = time.monotonic()
         if (handover_at is not None and not ended_early and not killed
                 and now - handover_at >= grace and pid_alive(old_pid)):
@@ -577,7 +216,7 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
             kill_unit(systemd, cgroup)
             ended_early = True
         if now > deadline and not killed:
-            run(['systemctl', 'kill', '--signal=SIGKILL', systemd.unit], timeout=30)
+            hostlib.run(['systemctl', 'kill', '--signal=SIGKILL', systemd.unit], timeout=30)
             killed = True
             deadline = now + 30
         elif now > deadline:
@@ -592,8 +231,8 @@ def to_text(data):
     return data.decode('utf-8', 'replace') if isinstance(data, bytes) else (data or '')
 
 
-def wait_listening(systemd, port, deadline, job=None):
-    """Probe 127.0.0.1:port until it accepts; (accepted_at or None, last show props or None).
+def wait_listening(systemd, port, deadline, job=None, host=LOOPBACK_V4):
+    """Probe ``host``:port until it accepts; (accepted_at or None, last show props or None).
 
     Gives up early when systemd says the unit failed or stopped; while a restart ``job`` still runs
     the unit passes through inactive/failed on its way from stop to start, so that only counts
@@ -602,7 +241,7 @@ def wait_listening(systemd, port, deadline, job=None):
     next_check = time.monotonic() + STATE_CHECK_INTERVAL
     props = None
     while time.monotonic() < deadline:
-        if tcp_accepts(port):
+        if tcp_accepts(port, host):
             return time.monotonic(), props
         job_state = job.poll() if job is not None else 0
         if job_state not in (None, 0):
@@ -620,28 +259,31 @@ UNIT_STATE_PROPS = ('Id', 'ActiveState', 'SubState', 'Result', 'ExecMainCode', '
 
 
 def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_timeout, handover='wait_exit',
-                     old_flavor='c'):
+                     old_flavor='c', client_hosts=(LOOPBACK_V4,)):
     """Restart the unit, wait for the client port (then the stats port). Returns (timings, failure or None).
 
     One ``systemctl restart`` job: systemd stops the unit (ExecStop=, KillMode=, KillSignal= apply,
     Restart= does not fire) and starts it again as soon as the stop is done, with no client round
-    trip in between, which is what clients would otherwise be refused for.
+    trip in between, which is what clients would otherwise be refused for. The client port is
+    probed on ``client_hosts`` (where the proxy binds it, see client_hosts_of()); the stats port,
+    which both binaries bind on 127.0.0.1, only when ``stats_port`` is given.
     """
     props = systemd.show('MainPID', 'ControlGroup')
     old_pid = int(props.get('MainPID') or 0)
     # Before the restart: clears the start rate limit and a failed state without adding a systemctl
     # round trip to the time clients are refused.
-    run(['systemctl', 'reset-failed', systemd.unit], timeout=30)
+    hostlib.run(['systemctl', 'reset-failed', systemd.unit], timeout=30)
     watch_port = client_port if (handover == 'listeners_closed' and pid_alive(old_pid)
-                                 and tcp_accepts(client_port)) else None
+                                 and tcp_accepts(client_port, client_hosts)) else None
     t0 = time.monotonic()
     job = subprocess.Popen(['systemctl', 'restart', systemd.unit], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         gone_at, killed, handover_at, ended_early = await_old_exit(systemd, job, old_pid, t0, stop_timeout,
                                                                    watch_port, props.get('ControlGroup'),
-                                                                   HANDOVER_GRACE.get(old_flavor, HANDOVER_GRACE['c']))
+                                                                   HANDOVER_GRACE.get(old_flavor, HANDOVER_GRACE['c']),
+                                                                   client_hosts)
         deadline = gone_at + listen_timeout
-        accepted_at, props = wait_listening(systemd, client_port, deadline, job)
+        accepted_at, props = wait_listening(systemd, client_port, deadline, job, client_hosts)
         timings = {'stop_ms': ms(gone_at - t0), 'start_ms': None, 'unavailable_ms': None, 'stats_ms': None,
                    'spawn_ms': None, 'binary_start_ms': None,
                    'killed_after_stop_timeout': killed, 'handover': handover,
@@ -662,7 +304,8 @@ def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_time
         if job.returncode not in (None, 0) and to_text(err).strip():
             cause += ' (systemctl restart: %s)' % to_text(err).strip().splitlines()[0]
         if props.get('ActiveState') == 'active':
-            cause += ', but 127.0.0.1:%d did not accept connections within %ss' % (client_port, listen_timeout)
+            cause += ', but %s:%d did not accept connections within %ss' % (
+                show_host(client_hosts), client_port, listen_timeout)
         return timings, cause
     timings['start_ms'] = ms(accepted_at - gone_at)
     timings['unavailable_ms'] = ms(accepted_at - t0)
@@ -701,77 +344,40 @@ def spawn_split(systemd, t0, gone_at, accepted_at):
 # The switch
 # ---------------------------------------------------------------------------------------------
 
-class Pointing:
-    """Where the unit points now and where it should point: a drop-in text or a symlink target."""
-
-    def __init__(self, method, path, current, desired, mode=None, link_frozen=None):
-        self.method = method
-        self.path = path
-        self.current = current
-        self.desired = desired
-        self.mode = mode
-        self.link_frozen = link_frozen
-
-    @property
-    def ok(self):
-        if self.method == 'symlink':
-            return os.path.realpath(self.path) == os.path.realpath(self.desired)
-        return self.current == self.desired
-
-    def diff(self, secrets):
-        if self.method == 'symlink':
-            return {'before_header': self.path, 'after_header': self.path,
-                    'before': '%s -> %s\n' % (self.path, self.current),
-                    'after': '%s -> %s\n' % (self.path, self.desired)}
-        return {'before_header': self.path if self.current is not None else '%s (absent)' % self.path,
-                'after_header': self.path if self.desired is not None else '%s (absent)' % self.path,
-                'before': redact_text(self.current or '', secrets),
-                'after': redact_text(self.desired or '', secrets)}
-
-    def apply(self):
-        if self.method == 'symlink':
-            flip_symlink(self.path, self.desired)
-        elif self.desired is None:
-            remove_dropin(self.path)
-        else:
-            write_dropin(self.path, self.desired, self.mode)
+def check_dropin_takes_effect(systemd, pointing):
+    """Before anything is written: refuse a pointing that another unit file would override."""
+    if pointing.desired is None:
+        return
+    texts = unit_texts(systemd)
+    refusal = pointing.takes_effect_refusal(texts, pointing.manifest['unit_name'], pointing.desired,
+                                            pointing.systemd_dir) if texts else None
+    if refusal is not None:
+        raise SwitchError(refusal.message(systemd.unit), refused=refusal.kind, changed=False)
 
 
-def exec_program(manifest):
-    return split_program(manifest['unit']['exec_start'])[1]
+def check_exec_start_in_effect(systemd, pointing, want):
+    """After daemon-reload, before any restart: systemd must run ``want``. If not, undo and refuse."""
+    got = exec_start_path(systemd)
+    if got == want:
+        return
+    texts = unit_texts(systemd)
+    winner = exec_start_winner(texts) if texts else None
+    pointing.revert()
+    systemd.daemon_reload()
+    refusal = exec_start_refusal(want, got, winner, texts[0][0] if texts else None)
+    raise SwitchError(refusal.message(systemd.unit), refused=refusal.kind, changed=False)
 
 
-def plan_pointing(manifest, state, target, binary, method, systemd_dir=SYSTEMD_DIR):
-    unit = manifest['unit']
-    if method == 'dropin':
-        path = dropin_path(manifest['unit_name'], systemd_dir)
-        desired = render_dropin(unit['exec_start'], binary) if target == 'go' else None
-        return Pointing('dropin', path, read_text(path), desired, fragment_mode(unit.get('fragment_path')))
-    link = exec_program(manifest)
-    if not os.path.islink(link):
-        raise SwitchError('method=symlink needs the ExecStart binary %s to be a symlink (current -> release), '
-                          'but it is not; use method=dropin or lay the binary out as a symlink first' % link)
-    frozen = ((state or {}).get('previous_good') or {}).get('link_target') or manifest.get('binary_realpath')
-    desired = binary if target == 'go' else frozen
-    return Pointing('symlink', link, os.readlink(link), desired, link_frozen=frozen)
-
-
-def prove_process(manifest, target, binary, method, pid, secrets):
+def prove_process(pointing, pid, secrets):
     """(matches, explanation or None) for the live MainPID."""
     cmdline = read_cmdline(pid) if pid else None
     if not cmdline:
         return False, 'no live main process (MainPID %s)' % pid
-    expected = expected_argv(manifest, target, binary, method)
+    expected = pointing.expected_argv()
     if not argv_matches(cmdline, expected):
         return False, explain_mismatch(cmdline, expected, secrets)
-    if method == 'symlink':
-        exec_path = exec_program(manifest)
-        want = os.path.realpath(binary if target == 'go' else exec_path)
-        exe = proc_exe(pid)
-        # A script's /proc/PID/exe is its interpreter; then the link it was started through must resolve.
-        if exe != want and not (read_shebang(exec_path) and os.path.realpath(exec_path) == want):
-            return False, 'process %d runs %s, expected %s' % (pid, exe, want)
-    return True, None
+    why = pointing.exe_mismatch(pid)
+    return why is None, why
 
 
 def read_stats_flavor(url, timeout_s, take=None, clock=time.monotonic, sleep=time.sleep):
@@ -806,7 +412,11 @@ def check_stats_flavor(result, target, timeout_s, service):
     return result
 
 
-def switch_service(service, state_dir, target, binary=None, method='dropin', listen_timeout=15.0,
+C_STATS_UNSAFE = ('the C proxy runs with -6 and aborts on any connection to its stats port (%s): '
+                  'its /stats is never read, the argv proof stands alone' % IPV6_ASSERTION)
+
+
+def switch_service(service, state_dir, target, binary=None, method=None, listen_timeout=15.0,
                    stop_timeout=30.0, check_mode=False, systemd_dir=SYSTEMD_DIR, force_restart=False,
                    journal_lines=0, handover='listeners_closed', stats_check=True):
     """Point ``service`` at ``target`` and restart it; returns the module result (without secrets).
@@ -816,7 +426,10 @@ def switch_service(service, state_dir, target, binary=None, method='dropin', lis
     """
     result = _switch(service, state_dir, target, binary, method, listen_timeout, stop_timeout, check_mode,
                      systemd_dir, force_restart, journal_lines, handover)
-    if stats_check and not check_mode:
+    if target == 'c' and c_stats_unsafe(load_manifest(state_dir, service)):
+        # Never a connection to the stats port of a C proxy with -6: it aborts on any.
+        result['stats_skipped'] = C_STATS_UNSAFE
+    elif stats_check and not check_mode:
         check_stats_flavor(result, target, min(float(listen_timeout), STATS_CHECK_TIMEOUT), service)
     return result
 
@@ -825,8 +438,6 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
             force_restart, journal_lines, handover):
     if target not in TARGETS:
         raise SwitchError('target must be one of %s' % ', '.join(TARGETS))
-    if method not in METHODS:
-        raise SwitchError('method must be one of %s' % ', '.join(METHODS))
     if handover not in HANDOVERS:
         raise SwitchError('handover must be one of %s' % ', '.join(HANDOVERS))
     manifest = load_manifest(state_dir, service)
@@ -840,28 +451,33 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
     else:
         binary = frozen_argv(manifest)[0]
     systemd = Systemd(manifest['unit_name'])
-    pointing = plan_pointing(manifest, state, target, binary, method, systemd_dir)
-    extra_previous = {'link_target': pointing.link_frozen} if method == 'symlink' else None
+    # Back to C (and again to Go while on Go) the unit is pointed the way state.json records.
+    pointing = pointing_for(manifest, state, target, binary, method, systemd_dir)
+    method = pointing.method
+    stats_unsafe = c_stats_unsafe(manifest)
+    extra_previous = pointing.previous_good_extra()
 
     props = systemd.show('ActiveState', 'MainPID', 'NeedDaemonReload')
     main_pid = int(props.get('MainPID') or 0)
     live_ok = props.get('ActiveState') == 'active' and props.get('NeedDaemonReload') != 'yes' \
-        and prove_process(manifest, target, binary, method, main_pid, secrets)[0]
+        and prove_process(pointing, main_pid, secrets)[0]
     result = {
         'changed': False, 'target': target, 'binary': binary, 'method': method, 'timings': None,
         'argv_matches': live_ok, 'main_pid': main_pid, 'restarted': False,
         'previous_good': (state or {}).get('previous_good'),
-        'dropin_path': pointing.path if method == 'dropin' else None,
+        'dropin_path': pointing.dropin_path,
         'diff': pointing.diff(secrets),
         'stats_url': manifest.get('stats_url'),
         'client_ports': manifest.get('client_ports') or [],
-        'stats_flavor': None, 'stats_version': None,
+        'stats_flavor': None, 'stats_version': None, 'stats_skipped': None,
+        'client_hosts': client_hosts_of(manifest),
         'journal': [],
     }
     in_place = pointing.ok and live_ok and state_agrees(state, target, binary, method)
     if in_place and not force_restart:
         return result
     result['changed'] = True
+    check_dropin_takes_effect(systemd, pointing)
     if check_mode:
         if target == 'go':
             result['previous_good'] = transition(state, manifest, target, binary, method, None, now_iso(),
@@ -881,6 +497,7 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
 
     pointing.apply()
     systemd.daemon_reload()
+    check_exec_start_in_effect(systemd, pointing, pointing.exec_path())
     new_state = transition(state, manifest, target, binary, method, None, now_iso(), 'pending', extra_previous)
     save_state(state_dir, service, new_state)
     result['previous_good'] = new_state['previous_good']
@@ -890,9 +507,12 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
     if not client_port:
         raise SwitchError('the manifest has no client port to wait for')
     try:
-        timings, failure = restart_measured(systemd, int(client_port), manifest.get('stats_port'),
+        # With -6 the stats port is first touched by the /stats proof, once the argv proved Go runs.
+        timings, failure = restart_measured(systemd, int(client_port),
+                                            None if stats_unsafe else manifest.get('stats_port'),
                                             float(listen_timeout), float(stop_timeout), handover,
-                                            old_flavor=(state or {}).get('current') or 'c')
+                                            old_flavor=(state or {}).get('current') or 'c',
+                                            client_hosts=result['client_hosts'])
     except SwitchError as exc:
         raise SwitchError(redact_text(str(exc), secrets), changed=True, target=target, binary=binary, method=method)
     result.update(timings=timings, restarted=True)
@@ -904,7 +524,7 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
             failure = 'client port %d is held by pid %s outside %s' % (
                 client_port, ', '.join(str(p) for p in foreign), systemd.unit)
     if failure is None:
-        matches, why = prove_process(manifest, target, binary, method, main_pid, secrets)
+        matches, why = prove_process(pointing, main_pid, secrets)
         result['argv_matches'] = matches
         if not matches:
             failure = 'the restarted process does not run the expected argv: %s' % why

@@ -4,16 +4,26 @@
 """systemd side of the freeze: `systemctl show` output, ExecStart text, environment, drop-ins.
 
 Limitations (documented, checked by tests): only the [Service] section's ExecStart is read;
-specifiers are resolved for the unit-name family (%n %N %p %i %I %j %J %f) and fixed system
-directories (%t %S %C %L %E %T %V %h for root) plus %%; any other specifier raises UnitError so a
+specifiers are resolved for the unit-name family (%n %N %p %i %I %j %J %f), the service manager's
+user (%u %U %g %G %h %s: root for the system manager), fixed system directories (%t %S %C %L %E %T
+%V), the credentials directory %d, plus %% and, given the host's facts (host_specifiers()), %H %l %m
+%b %v %o %w %W %B %A %M and, given the fragment, %y %Y; any other specifier raises UnitError so a
 freeze refuses rather than guessing. A bare ';' (several commands in one line) raises as well.
+
+``systemctl show`` prints some settings in another form than the unit file (systemd.exec(5)):
+``WorkingDirectory=-/x`` as ``!/x``, ``WorkingDirectory=~`` as ``~``, ``EnvironmentFile=-/x`` as
+``/x (ignore_errors=yes)``, ``ExecStart=`` as ``{ path=... ; argv[]=... ; ... }`` with its prefixes
+turned into fields; the readers here turn each back into what systemd uses.
 """
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import os
+import platform
+import pwd
 import re
+import socket
 
 # Our own drop-in (written by mtproxy_switch). It is never part of the "vendor" unit identity.
 CUTOVER_DROPIN = "99-mtproxy-cutover.conf"
@@ -164,21 +174,60 @@ def split_exec_start(text):
     return [word for word, _quoted in split_words(text)]
 
 
-def _specifier_table(name):
+def _specifier_table(name, host=None):
     name = name or ""
     prefix_and_instance, _dot, _suffix = name.rpartition(".")
     base = prefix_and_instance or name
     prefix, at, instance = base.partition("@")
-    return {
+    table = {
         "n": name, "N": base, "p": prefix, "P": prefix, "i": instance, "I": instance,
         "j": prefix.rsplit("-", 1)[-1], "J": prefix.rsplit("-", 1)[-1],
         "f": "/" + (instance or prefix), "t": "/run", "S": "/var/lib", "C": "/var/cache",
-        "L": "/var/log", "E": "/etc", "T": "/tmp", "V": "/var/tmp", "h": "/root", "%": "%",
+        "L": "/var/log", "E": "/etc", "T": "/tmp", "V": "/var/tmp", "%": "%",
+        # The user running the service manager: root for the system manager, whatever User= says.
+        "h": "/root", "u": "root", "U": "0", "g": "root", "G": "0", "s": "/bin/sh",
+        "d": "/run/credentials/" + name,
     }
+    table.update(dict((k, v) for k, v in (host or {}).items() if v is not None))
+    return table
 
 
-def resolve_specifiers(word, name):
-    table = _specifier_table(name)
+# os-release keys behind the specifiers systemd.unit(5) takes from it.
+_OS_RELEASE_SPECIFIERS = (("o", "ID"), ("w", "VERSION_ID"), ("W", "VARIANT_ID"), ("B", "BUILD_ID"),
+                          ("A", "IMAGE_VERSION"), ("M", "IMAGE_ID"))
+
+
+def _first_line(path):
+    try:
+        with open(path) as handle:
+            return handle.readline().strip()
+    except (IOError, OSError):
+        return None
+
+
+def host_specifiers(fragment_path=None):
+    """The host-dependent specifiers as systemd resolves them on this host (None: unknown)."""
+    hostname = socket.gethostname()
+    boot_id = _first_line("/proc/sys/kernel/random/boot_id")
+    table = {"H": hostname, "l": hostname.split(".", 1)[0], "m": _first_line("/etc/machine-id"),
+             "b": boot_id.replace("-", "") if boot_id else None, "v": platform.release()}
+    os_release = {}
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            with open(path) as handle:
+                os_release = parse_environment_file(handle.read())
+            break
+        except (IOError, OSError):
+            continue
+    for letter, key in _OS_RELEASE_SPECIFIERS:
+        table[letter] = os_release.get(key, "")
+    if fragment_path:
+        table.update(y=fragment_path, Y=os.path.dirname(fragment_path))
+    return table
+
+
+def resolve_specifiers(word, name, host=None):
+    table = _specifier_table(name, host)
     out = []
     i = 0
     while i < len(word):
@@ -212,10 +261,11 @@ def expand_environment(words, environment):
     return out
 
 
-def parse_exec_command(text, name=None, environment=None):
+def parse_exec_command(text, name=None, environment=None, host=None):
     """One ExecStart value -> {path, argv, prefixes} as systemd would execute it.
 
     argv is what /proc/<pid>/cmdline shows: with the '@' prefix the second word is argv[0].
+    ``host``: host_specifiers() for the specifiers that depend on the host.
     """
     pairs = split_words(text)
     if not pairs:
@@ -229,12 +279,12 @@ def parse_exec_command(text, name=None, environment=None):
     pairs[0] = (first, first_quoted)
     if any(word == ";" and not quoted for word, quoted in pairs):
         raise UnitError("several commands in one ExecStart line are not supported")
-    words = [resolve_specifiers(word, name) for word, _quoted in pairs]
+    words = [resolve_specifiers(word, name, host) for word, _quoted in pairs]
     if ":" not in prefixes:
         words = expand_environment(words, environment or {})
     if not words or not words[0]:
         raise UnitError("ExecStart has no executable")
-    path = words[0]
+    path = resolve_exec_path(words[0])
     argv = words[1:] if "@" in prefixes else words
     if not argv:
         raise UnitError("ExecStart with '@' needs an argv[0] word")
@@ -294,6 +344,100 @@ def exec_start_source(unit_texts):
     """Path of the file the effective ExecStart comes from (None if not exactly one)."""
     entries = exec_start_entries(unit_texts)
     return entries[0][0] if len(entries) == 1 else None
+
+
+def exec_start_winner(unit_texts):
+    """Path of the last file whose ExecStart assignment is in effect (None when none is)."""
+    entries = exec_start_entries(unit_texts)
+    return entries[-1][0] if entries else None
+
+
+def drop_in_order(paths, new_path):
+    """DropInPaths with ``new_path`` added where systemd applies it.
+
+    systemd collects the drop-ins of every directory and applies them sorted by file name (a file
+    of the same name in a directory of higher priority masks the others), whatever directory they
+    are in: ``override.conf`` (from ``systemctl edit``) comes after ``99-mtproxy-cutover.conf``.
+    """
+    name = os.path.basename(new_path)
+    kept = [p for p in paths if os.path.basename(p) != name]
+    return sorted(kept + [new_path], key=os.path.basename)
+
+
+def dropin_winner(unit_texts, dropin_path, dropin_text):
+    """The file whose ExecStart systemd would run once ``dropin_path`` holds ``dropin_text``.
+
+    unit_texts: [(path, text)], the fragment first, then the drop-ins. Returns the winner's path,
+    which is ``dropin_path`` when the drop-in takes effect.
+    """
+    fragment, drop_ins = unit_texts[0], dict(unit_texts[1:])
+    drop_ins[dropin_path] = dropin_text
+    ordered = drop_in_order([p for p in drop_ins if p != dropin_path], dropin_path)
+    return exec_start_winner([fragment] + [(p, drop_ins[p]) for p in ordered])
+
+
+# systemd's fixed search path for an ExecStart program given without a directory (v239 and later).
+EXEC_SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def resolve_exec_path(path, is_executable=None):
+    """An ExecStart program as systemd runs it: a bare name is looked up in EXEC_SEARCH_PATH."""
+    if not path or "/" in path:
+        return path
+    is_executable = is_executable or (lambda p: os.path.isfile(p) and os.access(p, os.X_OK))
+    for directory in EXEC_SEARCH_PATH:
+        candidate = os.path.join(directory, path)
+        if is_executable(candidate):
+            return candidate
+    return path
+
+
+def parse_show_exec(value):
+    """``systemctl show -p ExecStart`` value -> [{path, argv_text, ignore_errors}], one per command.
+
+    systemd 252 prints ``{ path=/x ; argv[]=/x -p 1 ; ignore_errors=no ; start_time=... }``: the
+    program as it will run (prefixes applied, specifiers resolved) and its words joined by blanks
+    without quoting, so only ``path`` is exact.
+    """
+    commands = []
+    for block in re.findall(r"\{ (.*?) \}", value or ""):
+        fields = {}
+        for part in block.split(" ; "):
+            key, sep, val = part.partition("=")
+            if sep:
+                fields[key.strip()] = val
+        if "path" in fields:
+            commands.append({"path": fields["path"], "argv_text": fields.get("argv[]", ""),
+                             "ignore_errors": fields.get("ignore_errors") == "yes"
+                             or "ignore-failure" in fields.get("flags", "")})
+    return commands
+
+
+def home_directory(user):
+    """Home directory of ``user`` (a name or a numeric id; root when empty), None if unknown."""
+    try:
+        if not user:
+            return pwd.getpwuid(0).pw_dir
+        if user.isdigit():
+            return pwd.getpwuid(int(user)).pw_dir
+        return pwd.getpwnam(user).pw_dir
+    except KeyError:
+        return None
+
+
+def show_working_directory(value, user=None, home_of=home_directory):
+    """``WorkingDirectory`` as systemctl show prints it -> (path or None, missing_ok).
+
+    ``WorkingDirectory=-/x`` is printed ``!/x`` (a missing directory is no error), ``~`` stands for
+    the home directory of ``User=`` (root's without one).
+    """
+    value = value or ""
+    missing_ok = value.startswith("!")
+    if missing_ok:
+        value = value[1:]
+    if value == "~":
+        return home_of(user) or None, missing_ok
+    return value or None, missing_ok
 
 
 def parse_show_environment(value):

@@ -17,7 +17,8 @@ description:
     C(<state_dir>/<service>/prewarm.log), as the transient unit C(<service>-prewarm.service). The unit gets
     the vendor unit's working directory, user, group, environment and environment files.
   - It then waits until C(/stats) answers HTTP 200 (and, for a Go body, C(has_current_config 1)) and every
-    client port accepts TCP connections.
+    client port accepts TCP connections where the frozen flags bind it (C(--address), else 127.0.0.1, with
+    C(-6) also ::1 when the host has it).
   - "If the binary exits during start-up, the module fails quoting its own output from the journal
     (for example C(flag provided but not defined: -p)). If it runs but never serves C(/stats) or never gets
     ready, it is stopped and the module fails saying so."
@@ -53,6 +54,9 @@ options:
     description: Seconds to wait for the main process to exit after SIGTERM.
     type: float
     default: 10
+requirements:
+  - Python 3 on the managed host (standard library only).
+  - systemd.
 attributes:
   check_mode:
     support: full
@@ -104,6 +108,12 @@ pid:
   description: Main PID of the pre-warm instance.
   returned: state=started and not check mode
   type: int
+client_hosts:
+  description: Addresses on which the client ports were probed, best first.
+  returned: state=started
+  type: list
+  elements: str
+  sample: [127.0.0.1]
 argv:
   description: The argv of the pre-warm instance, secrets redacted.
   returned: state=started

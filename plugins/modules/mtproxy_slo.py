@@ -80,6 +80,8 @@ options:
         M(mtproxy.cutover.mtproxy_stats).'
     type: dict
     default: {}
+requirements:
+  - Python 3 on the managed host (standard library only).
 extends_documentation_fragment:
   - mtproxy.cutover.stats_endpoint
 seealso:

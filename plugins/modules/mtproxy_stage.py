@@ -40,13 +40,25 @@ options:
     description: Octal mode of O(dest).
     type: str
     default: "0755"
+requirements:
+  - Python 3 on the managed host (standard library only); the staging program runs there.
 attributes:
+  action:
+    description: An action plugin; it reads O(src) on the controller and runs a small program on the host.
+    support: full
+  async:
+    description: The transfer runs in the task's worker; C(async) is not supported.
+    support: none
   check_mode:
     description: In check mode the controller file and the host are checked; nothing is sent or changed.
     support: full
   diff_mode:
     description: The staged file is a binary; the result names its path and sha256 instead of a diff.
     support: none
+  platform:
+    description: POSIX hosts with Python 3.
+    support: full
+    platforms: posix
 notes:
   - Compared with M(ansible.builtin.copy), which needs a stat module, a temporary directory, the transfer,
     the copy module and a cleanup, a fresh host costs two round trips and an already staged one costs one.

@@ -33,6 +33,8 @@ options:
       - A new metric may be added by also giving C(kind) (C(counter), C(gauge), C(flag) or C(identity)).
     type: dict
     default: {}
+requirements:
+  - Python 3 on the managed host (standard library only).
 extends_documentation_fragment:
   - mtproxy.cutover.stats_endpoint
 author:

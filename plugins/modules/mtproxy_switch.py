@@ -24,7 +24,19 @@ description:
     long the client port refused connections,
     waits for the stats port, and proves that the new main process runs the frozen argv with only the
     program replaced.
-  - Records every switch in C(<state_dir>/<service>/state.json) (mode 0600).
+  - Before any restart, checks what systemd will run. With O(method=dropin) and O(target=go) a drop-in that
+    sets C(ExecStart) and sorts after C(99-mtproxy-cutover.conf) (such as C(override.conf) from
+    C(systemctl edit)) is refused before anything is written, also in check mode. After the change and
+    C(systemctl daemon-reload), C(systemctl show -p ExecStart) must name the intended program; if it does
+    not, the change is undone (daemon-reload again), nothing is restarted or recorded, and the module
+    fails naming the file whose C(ExecStart) is in effect.
+  - Client ports are probed where the frozen proxy binds them (C(--address), else 127.0.0.1, with C(-6)
+    also ::1 when the host has it); the stats port on 127.0.0.1.
+  - A C proxy frozen with C(-6) aborts on any connection to its stats port, so with C(-6) the stats port is
+    not probed during the restart and, for O(target=c), C(/stats) is never read (RV(stats_skipped)); the
+    argv proof stands alone. For O(target=go) C(/stats) is read only after the argv proved Go runs.
+  - Records every switch in C(<state_dir>/<service>/state.json) (mode 0600), once systemd was seen to run
+    the intended program.
   - Does nothing (V(changed=false), no restart) when the unit already points at the target, the live
     process runs it with the expected argv and the state file agrees.
   - Secrets (C(-S), C(-P) values) never appear in results, diffs or messages.
@@ -54,8 +66,11 @@ options:
     description:
       - V(dropin) writes or removes C(/etc/systemd/system/<unit>.d/99-mtproxy-cutover.conf).
       - V(symlink) repoints the C(ExecStart) binary path, which must already be a symlink.
+      - Unset, the method is the one C(state.json) records while the service is on Go or is switched back to C
+        (O(target=c)), else V(dropin). The method a service was flipped with is always read back from
+        C(state.json); a value that contradicts it is refused (C(refused=method_mismatch)) before anything
+        changes, since pointing back another way would leave the service on Go.
     type: str
-    default: dropin
     choices: [dropin, symlink]
   listen_timeout:
     description: Seconds to wait once the old process is gone for the client port, then the stats port, to accept.
@@ -93,7 +108,8 @@ options:
       - After the switch, and also when nothing had to change, read the manifest's C(/stats) URL on
         127.0.0.1 and fail unless the binary answering it is the O(target)'s (C and Go answer with
         different key sets). Retried every 0.2 s for up to 5 s (at most O(listen_timeout)) while the
-        body cannot be read or parsed. Not done in check mode.
+        body cannot be read or parsed. Not done in check mode, nor for O(target=c) when the frozen C
+        proxy runs with C(-6) (see RV(stats_skipped)).
       - V(false) skips it, for a service frozen without a stats port.
     type: bool
     default: true
@@ -109,6 +125,9 @@ options:
         were before the switch, for example the Go process's last words before a rollback.
     type: int
     default: 0
+requirements:
+  - Python 3 on the managed host (standard library only).
+  - systemd.
 attributes:
   check_mode:
     support: full
@@ -147,7 +166,7 @@ binary:
   type: str
   sample: /opt/MTProxy/releases/go-0123456789ab/mtproto-proxy
 method:
-  description: The switching method used.
+  description: The switching method used (read from C(state.json) when the service is on Go or goes back to C).
   returned: always
   type: str
   sample: dropin
@@ -217,6 +236,25 @@ stats_version:
   description: The C(version) value of that C(/stats) body, if it has one.
   returned: always
   type: str
+stats_skipped:
+  description:
+    - Why C(/stats) was not read (the frozen C proxy runs with C(-6) and aborts on any connection to its
+      stats port); null when it was read or O(stats_check) is false.
+  returned: success
+  type: str
+client_hosts:
+  description: Addresses on which the client ports were probed, best first (from C(--address) and C(-6)).
+  returned: success
+  type: list
+  elements: str
+  sample: [127.0.0.1]
+refused:
+  description:
+    - On a refusal before any restart, which host shape was refused (C(dropin_overridden),
+      C(exec_start_not_in_effect)); the host was left as it was.
+  returned: failure
+  type: str
+  sample: dropin_overridden
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -231,7 +269,7 @@ def main():
             state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
             target=dict(type='str', required=True, choices=['go', 'c']),
             binary=dict(type='path'),
-            method=dict(type='str', default='dropin', choices=['dropin', 'symlink']),
+            method=dict(type='str', choices=['dropin', 'symlink']),
             listen_timeout=dict(type='float', default=15),
             stop_timeout=dict(type='float', default=30),
             force_restart=dict(type='bool', default=False),

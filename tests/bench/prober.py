@@ -1,4 +1,7 @@
-"""Connect to 127.0.0.1:PORT every --interval-ms and report how long the port refused connections.
+"""Connect to HOST:PORT every --interval-ms and report how long the port refused connections.
+
+HOST (--host, default 127.0.0.1, IPv6 written plainly, e.g. ::1) must be where the proxy binds its
+client port: its --address when it has one, as the flip's own probes do.
 
 Copied into a test host and run there while a flip happens. Bounded: stops after --max-seconds,
 --max-attempts connects, or as soon as --stop-file exists (checked every 50 ms). Stdlib only,
@@ -24,7 +27,7 @@ MAX_RUNS_SHOWN = 20
 
 def connect_once(host, port, timeout):
     """'ok', 'refused' or 'error' for one TCP connect."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect((host, port))

@@ -30,10 +30,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 HOSTS_DIR = os.path.join(REPO, 'tests', 'hosts')
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
 
+# Imported for its side effect: the checkout becomes importable as ansible_collections.mtproxy.cutover.
+import conftest  # noqa: E402,F401 pylint: disable=unused-import
 import judge_cost  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import client_probe_hosts, parse_argv  # noqa: E402
 
 OUT_DIR = os.path.join(REPO, 'artifacts', 'bench')
+MANIFEST = '/var/lib/mtproxy-cutover/MTProxy/manifest.json'
 HOST_DIR = '/opt/mtproxy-bench'
 CLIENT = '/opt/mtproxy-testclient/mtproxy_testclient.py'
 CLIENT_SECRET = '/opt/mtproxy-testclient/client-secret'
@@ -138,9 +143,15 @@ class Bench:
     def host_go_binary(self):
         return '/opt/MTProxy/releases/go-%s/mtproto-proxy-go' % self.go_sha[:12]
 
+    def client_host(self, host):
+        """Where the frozen proxy binds its client port (its --address): what the flip's probes use too."""
+        manifest = json.loads(self.dexec(host, 'cat', MANIFEST).stdout)
+        return client_probe_hosts(parse_argv(manifest['argv']))[0]
+
     def start_prober(self, host):
         self.dexec(host, 'rm', '-f', '/tmp/bench-prober.stop', '/tmp/bench-prober.ready')
         proc = subprocess.Popen(['docker', 'exec', host, 'python3', HOST_DIR + '/prober.py', '--port', str(CLIENT_PORT),
+                                 '--host', self.client_host(host),
                                  '--max-seconds', '120', '--stop-file', '/tmp/bench-prober.stop',
                                  '--ready-file', '/tmp/bench-prober.ready'], stdout=subprocess.PIPE, text=True)
         for _attempt in range(100):

@@ -28,7 +28,10 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/mtproxy/cutover"
 mkdir -p "$dest"
 # Only what git tracks or would track: ansible-test reads the tree as the collection.
-(cd "$repo" && git ls-files -co --exclude-standard -z) | (cd "$repo" && xargs -0 cp --parents -t "$dest")
+# (A tracked file deleted in the work tree is left out.)
+(cd "$repo" && git ls-files -co --exclude-standard -z |
+  while IFS= read -r -d '' file; do [[ -e $file ]] && printf '%s\0' "$file"; done) |
+  (cd "$repo" && xargs -0 cp --parents -t "$dest")
 cd "$dest"
 git init -q && git add -A >/dev/null
 "$venv/bin/ansible-test" sanity --local --requirements --python "${SANITY_PYTHON:-3.11}" "$@"

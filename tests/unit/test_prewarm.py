@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import prewarm, switch
+from ansible_collections.mtproxy.cutover.plugins.module_utils import host, prewarm
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import parse_argv
 from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import (
     PrewarmError, build_prewarm_argv, env_file_text, exit_status, pick_free_ports, prewarm_unit, process_gone,
@@ -164,7 +164,7 @@ def _forbid_commands(monkeypatch):
     def no_run(*args, **kwargs):
         raise AssertionError('nothing may run in check mode: %r' % (args,))
     monkeypatch.setattr(prewarm, 'run', no_run)
-    monkeypatch.setattr(switch, 'run', no_run)
+    monkeypatch.setattr(host, 'run', no_run)
 
 
 def test_check_mode_starts_nothing_and_redacts(tmp_path, monkeypatch):
@@ -189,7 +189,7 @@ def test_failure_quotes_the_journal_redacted_and_cleans_up(tmp_path, monkeypatch
             return 0, 'argv -S %s\nflag provided but not defined: -p\n' % SECRET, ''
         return 0, '', ''
     monkeypatch.setattr(prewarm, 'run', fake_run)
-    monkeypatch.setattr(switch, 'run', fake_run)
+    monkeypatch.setattr(host, 'run', fake_run)
     job = prewarm.Prewarm('MTProxy', state_dir)
     with pytest.raises(PrewarmError) as info:
         job.fail('pre-warm of %s exited during start-up' % binary, 1700000000)
@@ -205,6 +205,6 @@ def test_stop_of_a_unit_that_does_not_exist_is_unchanged(tmp_path, monkeypatch):
 
     def fake_run(argv, timeout=60):
         return 0, 'LoadState=not-found\nActiveState=inactive\nMainPID=0\n', ''
-    monkeypatch.setattr(switch, 'run', fake_run)
+    monkeypatch.setattr(host, 'run', fake_run)
     result = prewarm.Prewarm('MTProxy', state_dir).stop(5)
     assert result['changed'] is False and result['exited'] is True and result['exit_code'] is None

@@ -3,33 +3,47 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import COLLECTIONS_ROOT
 from ansible_collections.mtproxy.cutover.plugins.module_utils import report as rep
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils import report_files as rf
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils import timeline
+
+# <root>/ansible_collections/mtproxy/cutover/plugins/module_utils/report.py (tests/conftest.py made it).
+COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(rep.__file__), *[os.pardir] * 5))
 
 
-def _run(tmp_path, playbook="cutover"):
+def _run(tmp_path, playbook="cutover", expected=("h1",), finished=True, **extra):
     run_dir = str(tmp_path / "run")
-    os.makedirs(run_dir)
-    rep.write_run(run_dir, {"run_id": "r1", "playbook": playbook, "started_at": "t0", "go": {"sha256": "ab" * 32}})
+    os.makedirs(run_dir, exist_ok=True)
+    run = dict({"run_id": "r1", "playbook": playbook, "started_at": "2026-11-27T02:00:00Z",
+                "go": {"sha256": "ab" * 32}, "expected_hosts": list(expected)}, **extra)
+    if finished:
+        run["finished"] = {"at": "2026-11-27T02:30:00Z", "result": None}
+    rep.write_run(run_dir, run)
     return run_dir
+
+
+def _report(run_dir):
+    return rep.build_report(run_dir, rep.load_run(run_dir))
 
 
 FLIP = {"role": "canary", "wave": 0, "binary": "/opt/MTProxy/releases/go-x/mtproto-proxy-go",
         "timings": {"stop_ms": 5.0, "start_ms": 14.2, "unavailable_ms": 19.2}}
+ON_GO = {"result": "on_go", "reason": ""}
 
 
 def test_successful_cutover_lists_every_host_on_go(tmp_path):
-    run_dir = _run(tmp_path)
+    run_dir = _run(tmp_path, expected=("h1", "h2"))
     for host in ("h1", "h2"):
         rep.write_record(run_dir, host, "flip", FLIP)
         rep.write_record(run_dir, host, "verify", {"verdict": "pass", "failures": []})
-        rep.write_record(run_dir, host, "outcome", {"result": "on_go"})
-    report = rep.build_report(run_dir, "r1", "cutover")
-    assert report["result"] == "success"
-    assert report["summary"]["on_go"] == 2
+        rep.write_record(run_dir, host, "outcome", ON_GO)
+    report = _report(run_dir)
+    assert report["result"] == "success" and report["reason"] is None
+    assert report["summary"]["on_go"] == 2 and report["summary"]["judged"] == 2
     assert report["hosts"]["h1"]["timings"] == FLIP["timings"]
     assert report["hosts"]["h1"]["flavor"] == "go"
 
@@ -42,42 +56,120 @@ def test_rolled_back_host_fails_the_cutover_and_shows_metric(tmp_path):
     rep.write_record(run_dir, "h1", "rollback", {"ok": True, "binary": "/opt/MTProxy/mtproto-proxy",
                                                  "timings": {"stop_ms": 2000.0, "start_ms": 12.0, "unavailable_ms": 40.0}})
     rep.write_record(run_dir, "h1", "outcome", {"result": "rolled_back", "reason": "SLO fail"})
-    report = rep.build_report(run_dir, "r1", "cutover")
-    assert report["result"] == "failed"
+    report = _report(run_dir)
+    assert report["result"] == "failed" and "rolled back: h1" in report["reason"]
     host = report["hosts"]["h1"]
     assert host["result"] == "rolled_back" and host["flavor"] == "c"
     assert host["binary"] == "/opt/MTProxy/mtproto-proxy"
-    markdown = rep.render_markdown(report)
+    markdown = rf.render_markdown(report)
     assert "bad_handshakes" in markdown and "rolled_back" in markdown
 
 
 def test_rollback_playbook_succeeds_when_every_host_is_on_c(tmp_path):
-    run_dir = _run(tmp_path, "rollback")
+    run_dir = _run(tmp_path, "rollback", expected=("h1", "h2"))
     rep.write_record(run_dir, "h1", "outcome", {"result": "rolled_back"})
     rep.write_record(run_dir, "h2", "outcome", {"result": "on_c"})
-    assert rep.build_report(run_dir, "r1", "rollback")["result"] == "success"
+    assert _report(run_dir)["result"] == "success"
     rep.write_record(run_dir, "h3", "outcome", {"result": "failed", "reason": "argv differs"})
-    assert rep.build_report(run_dir, "r1", "rollback")["result"] == "failed"
+    assert _report(run_dir)["result"] == "failed"
 
 
 def test_drill_fails_when_envelope_exceeded(tmp_path):
     run_dir = _run(tmp_path, "drill")
     rep.write_record(run_dir, "h1", "outcome", {"result": "on_c", "envelope_ok": True})
-    assert rep.build_report(run_dir, "r1", "drill")["result"] == "success"
+    assert _report(run_dir)["result"] == "success"
     rep.write_record(run_dir, "h1", "outcome", {"result": "on_c", "envelope_ok": False})
-    assert rep.build_report(run_dir, "r1", "drill")["result"] == "failed"
+    assert _report(run_dir)["result"] == "failed"
 
 
-def test_write_report_writes_both_files(tmp_path):
+# --- issue 13: the result comes from the hosts the run was meant to touch --------------------
+
+def test_expected_host_without_any_record_is_unknown_and_fails_the_run(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2"))
+    rep.write_record(run_dir, "h1", "flip", FLIP)
+    rep.write_record(run_dir, "h1", "outcome", ON_GO)
+    report = _report(run_dir)
+    assert report["hosts"]["h2"]["result"] == "unknown" and report["hosts"]["h2"]["judged"] is False
+    assert report["result"] == "failed"
+    assert "never judged: h2" in report["reason"]
+    assert report["summary"]["unknown"] == 1 and report["summary"]["hosts"] == 2
+
+
+def test_flipped_but_never_judged_host_is_unknown_not_on_go(tmp_path):
+    # Today: "on_go | -" in a report whose result is success.
     run_dir = _run(tmp_path)
     rep.write_record(run_dir, "h1", "flip", FLIP)
-    report = rep.build_report(run_dir, "r1", "cutover", reason=None)
-    json_path, md_path = rep.write_report(report, run_dir)
+    report = _report(run_dir)
+    assert report["hosts"]["h1"]["result"] == "unknown"
+    assert report["hosts"]["h1"]["reason"] == "flipped to Go but never judged"
+    assert report["result"] == "failed"
+
+
+def test_zero_judged_hosts_is_a_failure(tmp_path):
+    # drill.yml without a canary, or every host unreachable: 0 hosts is not a success.
+    assert _report(_run(tmp_path, "drill", expected=()))["result"] == "failed"
+    report = _report(_run(tmp_path, "drill", expected=()))
+    assert report["reason"] == "no host was judged" and report["summary"]["hosts"] == 0
+
+
+def test_unreachable_host_is_never_judged_and_fails_the_run(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2"))
+    rep.write_record(run_dir, "h1", "outcome", ON_GO)
+    rep.write_record(run_dir, "h2", "flip", FLIP)
+    rep.write_record(run_dir, "h2", "outcome", {"result": "unreachable", "reason": "went away during the observation"})
+    report = _report(run_dir)
+    assert report["hosts"]["h2"]["result"] == "unreachable" and not report["hosts"]["h2"]["judged"]
+    assert report["result"] == "failed" and "unreachable: h2" in report["reason"]
+
+
+def test_result_is_running_until_the_run_is_finished(tmp_path):
+    run_dir = _run(tmp_path, finished=False)
+    rep.write_record(run_dir, "h1", "outcome", ON_GO)
+    report = _report(run_dir)
+    assert report["result"] == "running" and report["finished_at"] is None
+    run = rep.finish_run(rep.load_run(run_dir), "2026-11-27T03:00:00Z")
+    assert rep.build_report(run_dir, run)["result"] == "success"
+
+
+def test_a_failed_or_incomplete_finish_is_a_floor(tmp_path):
+    run_dir = _run(tmp_path, finished=False)
+    rep.write_record(run_dir, "h1", "outcome", ON_GO)
+    run = rep.finish_run(rep.load_run(run_dir), "t", "failed", "h1: stage failed")
+    assert rep.build_report(run_dir, run)["result"] == "failed"
+    # A later final render without a result does not raise it back to success.
+    again = rep.finish_run(run, "t2")
+    assert rep.build_report(run_dir, again)["result"] == "failed"
+    incomplete = rep.finish_run(rep.load_run(run_dir), "t", "incomplete", "controller gone")
+    assert rep.build_report(run_dir, incomplete)["result"] == "incomplete"
+
+
+def test_untouched_host_of_a_rollback_is_on_c_and_not_a_failure(tmp_path):
+    # rollback.yml after a killed controller: two hosts were never flipped; nothing restarted there.
+    run_dir = _run(tmp_path, "rollback", expected=("h1", "h2"))
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "changed": True, "reason": "requested by rollback.yml"})
+    rep.write_record(run_dir, "h1", "outcome", {"result": "rolled_back", "reason": "requested by rollback.yml"})
+    rep.write_record(run_dir, "h2", "rollback", {"ok": True, "changed": False, "reason": "requested by rollback.yml"})
+    rep.write_record(run_dir, "h2", "outcome", {"result": "on_c", "reason": "requested by rollback.yml"})
+    report = _report(run_dir)
+    assert report["result"] == "success"
+    assert report["hosts"]["h2"]["result"] == "on_c" and report["hosts"]["h2"]["failures"] == []
+    markdown = rf.render_markdown(report)
+    assert "## Failures" not in markdown and "(observed -, limit -)" not in markdown
+
+
+def test_write_report_writes_json_markdown_and_timeline(tmp_path):
+    run_dir = _run(tmp_path)
+    rep.write_record(run_dir, "h1", "flip", FLIP)
+    report = _report(run_dir)
+    json_path, md_path, svg_path = rf.write_report(report, run_dir)
     with open(json_path) as handle:
         assert json.load(handle)["hosts"]["h1"]["role"] == "canary"
     with open(md_path) as handle:
         text = handle.read()
-    assert "| h1 | canary | 0 | on_go |" in text
+    assert "| h1 | canary | 0 | unknown (not judged) |" in text
+    assert "![Timeline of the run" in text and "](timeline.svg)" in text
+    with open(svg_path) as handle:
+        assert handle.read().startswith("<svg")
 
 
 @pytest.mark.parametrize("host", ["", "../x", ".hidden", "a/b"])
@@ -97,68 +189,265 @@ def test_corrupt_record_is_reported_with_host(tmp_path):
     with open(os.path.join(run_dir, "hosts", "h9", "flip.json"), "w") as handle:
         handle.write("{not json")
     with pytest.raises(rep.ReportError, match="h9"):
-        rep.build_report(run_dir, "r1", "cutover")
+        _report(run_dir)
+
+
+# --- the report a person reads ---------------------------------------------------------------
+
+BASELINE = {"flavor": "c", "derived": {"success_rate": 1.0, "packets": 500, "dropped_packets": 0,
+                                       "bad_handshake_ratio": 0.004, "connections": 250, "bad_handshakes": 1}}
+VERIFY_FAIL = {
+    "verdict": "fail",
+    "judged": ["min_success_rate", "baseline_success_rate", "baseline_bad_handshake_ratio"],
+    "thresholds": {"min_success_rate": 0.98, "max_success_rate_drop": 0.02},
+    "baseline_comparison": [
+        {"metric": "success_rate", "baseline": 1.0, "observed": 0.965, "limit": 0.98, "result": "fail"},
+        {"metric": "bad_handshake_ratio", "baseline": 0.004, "observed": 0.004, "limit": 0.024, "result": "pass"}],
+    "failures": [{"metric": "success_rate", "observed": 0.965, "limit": 0.98,
+                  "rule": "at least this share of client packets must be forwarded, not dropped",
+                  "detail": "14 of 400 packets dropped"}],
+    "summary": {"flavor": "go", "derived": {"success_rate": 0.965, "packets": 400, "dropped_packets": 14,
+                                            "bad_handshake_ratio": 0.004, "connections": 250, "bad_handshakes": 1}},
+}
+
+
+def _failed_canary(tmp_path, **run_extra):
+    run_dir = _run(tmp_path, go={"sha256": "ab" * 32, "version": "v1.4.2"}, **run_extra)
+    rep.write_record(run_dir, "h1", "freeze", {"current": "c", "c_version": "mtproxy-0.02 compiled at Nov 27 2026",
+                                               "baseline": BASELINE})
+    rep.write_record(run_dir, "h1", "stage", {"path": "/opt/MTProxy/releases/go-abababababab/mtproto-proxy-go",
+                                              "sha256": "ab" * 32, "version": "v1.4.2"})
+    marks = [({"start": "freeze"}, "02:00:01.000"), ({"end": "freeze"}, "02:00:06.500"),
+             ({"start": "flip"}, "02:01:00.000"), ({"end": "flip"}, "02:01:00.250"),
+             ({"start": "observe"}, "02:01:00.300"), ({"end": "observe", "result": "failed"}, "02:06:00.300"),
+             ({"start": "rollback"}, "02:06:01.000"), ({"end": "rollback"}, "02:06:01.400")]
+    for mark, at in marks:
+        rep.write_mark(run_dir, "h1", mark, at="2026-11-27T%sZ" % at)
+    rep.write_record(run_dir, "h1", "flip", FLIP)
+    rep.write_record(run_dir, "h1", "verify", VERIFY_FAIL)
+    rep.write_record(run_dir, "h1", "outcome", {"result": "rolled_back", "reason": "SLO fail"})
+    return run_dir
+
+
+def test_markdown_shows_four_significant_digits_and_the_failure_detail(tmp_path):
+    # Was: "observed 1.0, limit 1.0" for a success rate of 0.965 against 0.98, without "14 of 400".
+    markdown = rf.render_markdown(_report(_failed_canary(tmp_path)))
+    assert "success_rate observed 0.9650, limit 0.9800" in markdown
+    assert "(14 of 400 packets dropped)" in markdown
+    assert "1.0, limit 1.0" not in markdown
+
+
+def test_markdown_shows_utc_windows_comparison_and_versions(tmp_path):
+    report = _report(_failed_canary(tmp_path))
+    markdown = rf.render_markdown(report)
+    # UTC start and end of the flip and of the observation window, in the host table and per step.
+    assert "2026-11-27 02:01:00.000Z to 2026-11-27 02:01:00.250Z" in markdown
+    assert "2026-11-27 02:01:00.300Z to 2026-11-27 02:06:00.300Z" in markdown
+    assert "| h1 | observe (300 s) |" not in markdown  # labels come only from marks that carry one
+    assert "| h1 | observe | 2026-11-27 02:01:00.300Z | 2026-11-27 02:06:00.300Z | 300.0 | failed |" in markdown
+    # C baseline beside Go for each judged metric, with the volume and the limits.
+    assert ("| h1 | success_rate | 1.000 (0 of 500) | 0.9650 (14 of 400) | >= 0.9800, >= 0.9800 (baseline) | fail |"
+            in markdown)
+    assert "| h1 | bad_handshake_ratio | 0.004000 (1 of 250) | 0.004000 (1 of 250) | <= 0.02400 (baseline) | pass |" in markdown
+    # Versions of both binaries.
+    assert "C binary: mtproxy-0.02 compiled at Nov 27 2026" in markdown
+    assert "Go binary: v1.4.2, sha256 `%s`" % ("ab" * 32) in markdown
+    assert report["hosts"]["h1"]["versions"]["go"]["version"] == "v1.4.2"
+
+
+def test_timeline_svg_has_a_bar_per_recorded_step(tmp_path):
+    report = _report(_failed_canary(tmp_path))
+    svg = timeline.render_svg(report)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    for step in ("freeze", "flip window", "observation", "rollback"):
+        assert "h1 %s: 2026-11-27T" % step in svg
+    assert "02:01:00" in svg  # a UTC tick
+    import xml.dom.minidom
+    xml.dom.minidom.parseString(svg)  # well-formed
+
+
+def test_timeline_draws_a_step_without_end_up_to_the_end(tmp_path):
+    run_dir = _run(tmp_path, finished=False)
+    rep.write_mark(run_dir, "h1", {"start": "flip"}, at="2026-11-27T02:01:00Z")
+    svg = timeline.render_svg(_report(run_dir))
+    assert "no end recorded" in svg and 'stroke-dasharray' in svg
+
+
+def test_operator_template_replaces_the_markdown(tmp_path):
+    template = tmp_path / "mine.md.j2"
+    template.write_text("run {{ report.run_id }}: {{ report.result }}, {{ 0.96512 | sig }}\n")
+    run_dir = _run(tmp_path, report_template=str(template))
+    rep.write_record(run_dir, "h1", "outcome", ON_GO)
+    result = rf.apply(_params(run_dir, final=True))
+    with open(result["markdown_path"]) as handle:
+        assert handle.read() == "run r1: success, 0.9651\n"
+
+
+def test_broken_operator_template_fails_the_start_not_a_later_step(tmp_path):
+    template = tmp_path / "broken.md.j2"
+    template.write_text("{% for %}\n")
+    run_dir = str(tmp_path / "run")
+    run = dict(RUN, report_template=str(template))
+    with pytest.raises(rep.ReportError, match="does not render"):
+        rf.apply(_params(run_dir, run=run))
+    # Later (the run started before the template broke): the built-in template, the error named.
+    result = rf.apply(_params(run_dir, host="h1", stage="outcome", record=ON_GO))
+    assert "report template failed" in open(result["markdown_path"]).read()
+
+
+def test_sig_keeps_four_significant_digits():
+    assert [rf.sig(v) for v in (0.965, 0.98, 1.0, 5.123456, 12345.6, 0.0000123, 0.0, 400, None)] == [
+        "0.9650", "0.9800", "1.000", "5.123", "12346", "0.00001230", "0", "400", "-"]
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+def test_records_and_run_facts_lose_url_credentials(tmp_path):
+    run_dir = str(tmp_path / "run")
+    url = "https://deploy:s3cr3t-token@dl.example.com/mtproxy/go?access_token=t0k3n&arch=amd64"
+    rf.apply(_params(run_dir, run=dict(RUN, go={"sha256": "cd" * 32, "source": url})))
+    rf.apply(_params(run_dir, host="h1", stage="outcome",
+                     record={"result": "failed", "reason": "download %s failed" % url}))
+    for name in ("run.json", "report.json", "report.md", "timeline.svg", os.path.join("hosts", "h1", "outcome.json")):
+        with open(os.path.join(run_dir, name)) as handle:
+            text = handle.read()
+        assert "s3cr3t-token" not in text and "t0k3n" not in text and "deploy" not in text, name
+    assert rep.load_run(run_dir)["go"]["source"] == "https://dl.example.com/mtproxy/go?arch=amd64"
+
+
+# --- run directory and watcher ----------------------------------------------------------------
+
+def test_relative_run_dir_is_the_working_directory_not_pwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    result = rf.apply(_params("artifacts/r2", run=RUN))
+    assert result["run_dir"] == str(tmp_path / "artifacts" / "r2")
+    assert os.path.isfile(tmp_path / "artifacts" / "r2" / "run.json")
+
+
+def test_finalize_marks_an_unfinished_run_incomplete(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2"), finished=False)
+    rep.write_record(run_dir, "h1", "outcome", ON_GO)
+    report = rf.finalize_incomplete(run_dir)
+    assert report["result"] == "incomplete"
+    assert "ended before the run's Report play" in report["reason"] and "never judged: h2" in report["reason"]
+    with open(os.path.join(run_dir, "report.json")) as handle:
+        assert json.load(handle)["result"] == "incomplete"
+    # A finished run is left as it is.
+    assert rf.finalize_incomplete(run_dir) is None
+
+
+def test_watch_returns_at_once_for_a_finished_run(tmp_path):
+    run_dir = _run(tmp_path, finished=True)
+    assert rf.watch(run_dir, os.getpid(), interval=0.01) == "finished"
+
+
+def test_watcher_process_marks_the_run_incomplete_when_the_controller_ends(tmp_path):
+    run_dir = str(tmp_path / "run")
+    controller = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    try:
+        identity = {"pid": controller.pid, "start": rf.process_start(controller.pid)}
+        result = rf.apply(_params(run_dir, run=dict(RUN, expected_hosts=["h1"])), controller=identity)
+        assert result["watcher"] is True and result["result"] == "running"
+    finally:
+        controller.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and not rep.load_run(run_dir).get("finished"):
+        time.sleep(0.2)
+    assert rep.load_run(run_dir)["finished"]["result"] == "incomplete"
+    with open(os.path.join(run_dir, "report.json")) as handle:
+        assert json.load(handle)["result"] == "incomplete"
+
+
+def test_process_alive_sees_a_reused_pid_as_gone():
+    me = os.getpid()
+    assert rf.process_alive(me, rf.process_start(me))
+    assert not rf.process_alive(me, (rf.process_start(me) or 0) + 1) or rf.process_start(me) is None
 
 
 # apply(): what the mtproxy_report action plugin does with its validated options.
 
-RUN = {"run_id": "r2", "playbook": "cutover", "started_at": "t0", "go": {"sha256": "cd" * 32}}
+RUN = {"run_id": "r2", "playbook": "cutover", "started_at": "2026-11-27T02:00:00Z", "go": {"sha256": "cd" * 32},
+       "expected_hosts": ["h1"]}
 
 
 def _params(run_dir, **kwargs):
     params = dict((name, None) for name in rep.ARGUMENT_SPEC)
-    params.update(run_dir=run_dir, **kwargs)
+    params.update(dict(final=False, run_dir=run_dir), **kwargs)
     return params
 
 
 def test_apply_starts_a_run_and_writes_a_record(tmp_path):
     run_dir = str(tmp_path / "new" / "run")
-    started = rep.apply(_params(run_dir, run=RUN))
-    assert started["changed"] is False and started["result"] == "success"
+    started = rf.apply(_params(run_dir, run=RUN))
+    assert started["changed"] is False and started["result"] == "running"
     assert rep.load_run(run_dir) == RUN
-    result = rep.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
+    result = rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
     with open(os.path.join(run_dir, "hosts", "h1", "flip.json")) as handle:
-        assert json.load(handle) == FLIP
+        written = json.load(handle)
+    assert written.pop("recorded_at").endswith("Z") and written == FLIP
     assert result["json_path"] == os.path.join(run_dir, "report.json")
     assert result["markdown_path"] == os.path.join(run_dir, "report.md")
+    assert result["timeline_path"] == os.path.join(run_dir, "timeline.svg")
     with open(result["json_path"]) as handle:
         written = json.load(handle)
-    assert written == result["report"]
-    assert written["run_id"] == "r2" and written["hosts"]["h1"]["result"] == "on_go"
+    assert written == json.loads(json.dumps(result["report"]))
+    assert written["run_id"] == "r2" and written["hosts"]["h1"]["result"] == "unknown"
     with open(result["markdown_path"]) as handle:
-        assert "| h1 | canary | 0 | on_go |" in handle.read()
+        assert "| h1 | canary | 0 | unknown (not judged) |" in handle.read()
+
+
+def test_apply_final_finishes_the_run(tmp_path):
+    run_dir = str(tmp_path / "run")
+    rf.apply(_params(run_dir, run=RUN))
+    rf.apply(_params(run_dir, host="h1", stage="outcome", record=ON_GO))
+    result = rf.apply(_params(run_dir, final=True, finished_at="2026-11-27T03:00:00Z"))
+    assert result["result"] == "success" and result["report"]["finished_at"] == "2026-11-27T03:00:00Z"
 
 
 def test_apply_passes_result_reason_and_finished_at(tmp_path):
-    run_dir = _run(tmp_path)
-    result = rep.apply(_params(run_dir, result="failed", reason="preflight: no canary", finished_at="t9"))
+    run_dir = _run(tmp_path, finished=False)
+    result = rf.apply(_params(run_dir, result="failed", reason="preflight: no canary", finished_at="t9"))
     assert result["result"] == "failed"
-    assert result["report"]["reason"] == "preflight: no canary" and result["report"]["finished_at"] == "t9"
+    assert result["report"]["reason"].startswith("preflight: no canary")
+    assert result["report"]["finished_at"] == "t9"
 
 
 def test_apply_writes_dates_of_a_record_as_iso_text(tmp_path):
     run_dir = _run(tmp_path)
-    rep.apply(_params(run_dir, host="h1", stage="freeze", record={"frozen_on": datetime.date(2026, 11, 27)}))
+    rf.apply(_params(run_dir, host="h1", stage="freeze", record={"frozen_on": datetime.date(2026, 11, 27)}))
     with open(os.path.join(run_dir, "hosts", "h1", "freeze.json")) as handle:
-        assert json.load(handle) == {"frozen_on": "2026-11-27"}
+        assert json.load(handle)["frozen_on"] == "2026-11-27"
+
+
+def test_apply_a_mark_alone_writes_the_timeline_without_rendering(tmp_path):
+    run_dir = _run(tmp_path, finished=False)
+    result = rf.apply(_params(run_dir, host="h1", mark={"start": "flip", "result": "ok"}))
+    assert result["report"] is None and result["spans"][0]["step"] == "flip"
+    assert not os.path.exists(os.path.join(run_dir, "report.json"))
+    result = rf.apply(_params(run_dir, host="h1", mark={"end": "flip", "start": "observe", "result": "ok"}))
+    assert [(s["step"], bool(s["finished_at"])) for s in result["spans"]] == [("flip", True), ("observe", False)]
+    closed = rf.apply(_params(run_dir, host="h1", mark={"close": True, "result": "unreachable"}))
+    assert all(s["finished_at"] for s in closed["spans"]) and closed["spans"][-1]["result"] == "unreachable"
 
 
 def test_apply_in_check_mode_writes_nothing(tmp_path):
     run_dir = _run(tmp_path)
     before = sorted(os.listdir(run_dir))
-    result = rep.apply(_params(run_dir, host="h1", stage="flip", record=FLIP), check_mode=True)
+    result = rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP), check_mode=True)
     assert sorted(os.listdir(run_dir)) == before == ["run.json"]
-    assert result["report"]["run_id"] == "r1" and result["report"]["hosts"] == {}
+    assert result["report"]["run_id"] == "r1" and result["report"]["hosts"]["h1"]["stages"] == {}
     assert result["json_path"] == os.path.join(run_dir, "report.json")
 
 
 def test_apply_in_check_mode_without_run_renders_nothing(tmp_path):
     run_dir = str(tmp_path / "absent")
-    result = rep.apply(_params(run_dir, run=RUN, host="h1", stage="flip", record=FLIP), check_mode=True)
+    result = rf.apply(_params(run_dir, run=RUN, host="h1", stage="flip", record=FLIP), check_mode=True)
     assert not os.path.exists(run_dir)
     assert result["report"]["run_id"] == "r2"
-    empty = rep.apply(_params(run_dir), check_mode=True)
-    assert empty == dict(changed=False, report={}, json_path=None, markdown_path=None, result=None, note_path=None)
+    empty = rf.apply(_params(run_dir), check_mode=True)
+    assert empty == dict(changed=False, report={}, json_path=None, markdown_path=None, timeline_path=None,
+                         result=None, note_path=None, run_dir=run_dir)
 
 
 ROLLBACK = {"ok": True, "changed": True, "reason": "canary failed", "binary": "/opt/MTProxy/mtproto-proxy"}
@@ -166,21 +455,23 @@ ROLLBACK = {"ok": True, "changed": True, "reason": "canary failed", "binary": "/
 
 def test_apply_writes_the_incident_note_and_points_the_record_at_it(tmp_path):
     run_dir = _run(tmp_path)
-    result = rep.apply(_params(run_dir, host="h1", stage="rollback", record=ROLLBACK, note="# Incident: h1"))
+    result = rf.apply(_params(run_dir, host="h1", stage="rollback", record=ROLLBACK, note="# Incident: h1"))
     path = os.path.join(run_dir, "incidents", "h1.md")
     assert result["note_path"] == path
     with open(path) as handle:
         assert handle.read() == "# Incident: h1\n"
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
     with open(os.path.join(run_dir, "hosts", "h1", "rollback.json")) as handle:
-        assert json.load(handle) == dict(ROLLBACK, incident_note=path)
+        written = json.load(handle)
+    written.pop("recorded_at")
+    assert written == dict(ROLLBACK, incident_note=path)
     assert result["report"]["hosts"]["h1"]["result"] == "rolled_back"
 
 
 def test_apply_writes_a_note_alone_and_replaces_an_older_one(tmp_path):
     run_dir = _run(tmp_path)
-    rep.apply(_params(run_dir, host="h1", note="first\n"))
-    result = rep.apply(_params(run_dir, host="h1", note="second\n"))
+    rf.apply(_params(run_dir, host="h1", note="first\n"))
+    result = rf.apply(_params(run_dir, host="h1", note="second\n"))
     with open(result["note_path"]) as handle:
         assert handle.read() == "second\n"
     assert not os.path.exists(os.path.join(run_dir, "hosts"))
@@ -188,7 +479,7 @@ def test_apply_writes_a_note_alone_and_replaces_an_older_one(tmp_path):
 
 def test_apply_in_check_mode_names_the_note_but_writes_none(tmp_path):
     run_dir = _run(tmp_path)
-    result = rep.apply(_params(run_dir, host="h1", stage="rollback", record=ROLLBACK, note="text"), check_mode=True)
+    result = rf.apply(_params(run_dir, host="h1", stage="rollback", record=ROLLBACK, note="text"), check_mode=True)
     assert result["note_path"] == os.path.join(run_dir, "incidents", "h1.md")
     assert sorted(os.listdir(run_dir)) == ["run.json"]
 
@@ -196,7 +487,7 @@ def test_apply_in_check_mode_names_the_note_but_writes_none(tmp_path):
 def test_apply_refuses_a_note_for_an_unsafe_host_name(tmp_path):
     run_dir = _run(tmp_path)
     with pytest.raises(rep.ReportError, match="invalid host name '../h1'"):
-        rep.apply(_params(run_dir, host="../h1", note="text"))
+        rf.apply(_params(run_dir, host="../h1", note="text"))
     assert sorted(os.listdir(run_dir)) == ["run.json"]
 
 
@@ -208,7 +499,7 @@ def test_apply_refuses_a_note_for_an_unsafe_host_name(tmp_path):
 def test_apply_rejects_bad_stage_or_host(tmp_path, host, stage, cause):
     run_dir = _run(tmp_path)
     with pytest.raises(rep.ReportError) as err:
-        rep.apply(_params(run_dir, host=host, stage=stage, record=FLIP))
+        rf.apply(_params(run_dir, host=host, stage=stage, record=FLIP))
     assert str(err.value).startswith("cannot write the report of %s: %s" % (run_dir, cause))
     assert not os.path.exists(os.path.join(run_dir, "hosts"))
 
@@ -216,7 +507,7 @@ def test_apply_rejects_bad_stage_or_host(tmp_path, host, stage, cause):
 def test_apply_without_run_facts_says_how_to_start_the_run(tmp_path):
     run_dir = str(tmp_path / "run")
     with pytest.raises(rep.ReportError) as err:
-        rep.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
+        rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
     assert str(err.value) == "no run facts in %s: pass run= once when the run starts" % run_dir
 
 
@@ -226,7 +517,7 @@ def test_apply_names_the_run_dir_when_a_record_is_corrupt(tmp_path):
     with open(os.path.join(run_dir, "hosts", "h9", "flip.json"), "w") as handle:
         handle.write("{not json")
     with pytest.raises(rep.ReportError, match="^cannot write the report of .*: record flip.json of host h9"):
-        rep.apply(_params(run_dir))
+        rf.apply(_params(run_dir))
 
 
 # The action plugin run by ansible-playbook on the controller.
@@ -260,6 +551,12 @@ PLAYBOOK = """
           reason: envelope exceeded
       register: recorded
 
+    - name: Finish the run
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ run_dir }}"
+        final: true
+      register: finished
+
     - name: Record a flip in check mode
       mtproxy.cutover.mtproxy_report:
         run_dir: "{{ run_dir }}"
@@ -288,8 +585,8 @@ PLAYBOOK = """
 
     - name: Keep the results for the test
       ansible.builtin.copy:
-        content: "{{ {'started': started, 'recorded': recorded, 'dry': dry, 'bad_stage': bad_stage,
-                      'no_host': no_host} | to_nice_json }}"
+        content: "{{ {'started': started, 'recorded': recorded, 'finished': finished, 'dry': dry,
+                      'bad_stage': bad_stage, 'no_host': no_host} | to_nice_json }}"
         dest: "{{ results }}"
         mode: "0644"
 """
@@ -321,13 +618,17 @@ def test_action_plugin_writes_records_on_the_controller(tmp_path):
     # run_dir is type=path: "~" is expanded on the controller.
     assert got["started"]["json_path"] == os.path.join(run_dir, "report.json")
     with open(os.path.join(run_dir, "hosts", "localhost", "outcome.json")) as handle:
-        assert json.load(handle) == {"result": "on_c", "envelope_ok": False, "reason": "envelope exceeded"}
+        written = json.load(handle)
+    assert written.pop("recorded_at").endswith("Z")
+    assert written == {"result": "on_c", "envelope_ok": False, "reason": "envelope exceeded"}
     with open(os.path.join(run_dir, "report.json")) as handle:
         report = json.load(handle)
     assert report["run_id"] == "r3" and report["playbook"] == "drill"
     assert report["hosts"]["localhost"]["reason"] == "envelope exceeded"
-    assert report["result"] == "failed" == got["recorded"]["result"]
-    assert got["recorded"]["report"] == report and got["recorded"]["changed"] is False
+    # Running until the final task; then derived from the hosts.
+    assert got["started"]["result"] == got["recorded"]["result"] == "running"
+    assert report["result"] == "failed" == got["finished"]["result"]
+    assert got["finished"]["report"] == report and got["recorded"]["changed"] is False
     with open(os.path.join(run_dir, "report.md")) as handle:
         assert "| localhost | - | - | on_c |" in handle.read()
     # check mode: reported, not written
@@ -373,7 +674,7 @@ def test_action_plugin_never_connects_to_the_host(tmp_path):
     - name: Start the run
       mtproxy.cutover.mtproxy_report:
         run_dir: "{{ playbook_dir }}/run"
-        run: {run_id: r4, playbook: rollback}
+        run: {run_id: r4, playbook: rollback, expected_hosts: "{{ ansible_play_hosts_all }}"}
       run_once: true
 
     - name: Record the rollback
@@ -382,6 +683,12 @@ def test_action_plugin_never_connects_to_the_host(tmp_path):
         host: "{{ inventory_hostname }}"
         stage: outcome
         record: {result: rolled_back}
+
+    - name: Finish the run
+      mtproxy.cutover.mtproxy_report:
+        run_dir: "{{ playbook_dir }}/run"
+        final: true
+      run_once: true
 """
     proc = _ansible_playbook(tmp_path, playbook, "-T", "3", inventory="proxy-1,proxy-2,")[0]
     assert proc.returncode == 0, proc.stdout

@@ -9,12 +9,14 @@ import time
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import judge, switch
+from ansible_collections.mtproxy.cutover.plugins.module_utils import host, judge, switch
+from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
 from stats_fixtures import capture
 
 STANDIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'standin')
+from ansible_collections.mtproxy.cutover.plugins.module_utils.pointing import render_dropin, split_program
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
-    SwitchError, argv_matches, explain_mismatch, expected_argv, render_dropin, split_program, transition)
+    SwitchError, argv_matches, explain_mismatch, transition)
 from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import (
     CUTOVER_DROPIN, exec_start_from_unit_texts, parse_exec_command)
 
@@ -92,17 +94,17 @@ def test_dropin_file_mode_follows_fragment_and_half_written_files_are_removed(tm
     fragment = tmp_path / 'MTProxy.service'
     fragment.write_text('[Service]\n')
     fragment.chmod(0o640)
-    path = switch.dropin_path('MTProxy.service', str(tmp_path / 'etc'))
+    path = pt.dropin_path('MTProxy.service', str(tmp_path / 'etc'))
     assert path.endswith('/MTProxy.service.d/' + CUTOVER_DROPIN)
-    switch.write_dropin(path, render_dropin(EXEC_START, GO), switch.fragment_mode(str(fragment)))
+    pt.write_dropin(path, render_dropin(EXEC_START, GO), host.fragment_mode(str(fragment)))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
-    assert switch.fragment_mode(str(tmp_path / 'missing')) == 0o600
+    assert host.fragment_mode(str(tmp_path / 'missing')) == 0o600
     leftover = os.path.join(os.path.dirname(path), '.%s.tmp.99' % CUTOVER_DROPIN)
     with open(leftover, 'w') as handle:
         handle.write('[Service]\nExecSt')
-    assert switch.remove_dropin(path) is True
+    assert pt.remove_dropin(path) is True
     assert os.listdir(os.path.dirname(path)) == []
-    assert switch.remove_dropin(path) is False
+    assert pt.remove_dropin(path) is False
 
 
 def test_flip_symlink_replaces_link_atomically(tmp_path):
@@ -112,7 +114,7 @@ def test_flip_symlink_replaces_link_atomically(tmp_path):
     new.write_text('go')
     link = tmp_path / 'current'
     os.symlink(str(old), str(link))
-    switch.flip_symlink(str(link), str(new))
+    pt.flip_symlink(str(link), str(new))
     assert os.readlink(str(link)) == str(new)
     assert sorted(os.listdir(str(tmp_path))) == ['c', 'current', 'go']
 
@@ -123,15 +125,19 @@ def test_symlink_method_needs_a_symlink(tmp_path):
     exec_start = '%s -p 1 -H 2' % binary
     data = manifest(unit={'exec_start': exec_start}, binary=str(binary))
     with pytest.raises(SwitchError, match='to be a symlink'):
-        switch.plan_pointing(data, None, 'go', GO, 'symlink')
+        pt.pointing_for(data, None, 'go', GO, 'symlink')
 
 
 # --- argv proof ---------------------------------------------------------------------------------
 
-def test_expected_argv_replaces_only_the_program_for_go():
-    assert expected_argv(manifest(), 'go', GO, 'dropin') == [GO] + C_ARGV[1:]
-    assert expected_argv(manifest(), 'c', C_ARGV[0], 'dropin') == C_ARGV
-    assert expected_argv(manifest(), 'go', GO, 'symlink') == C_ARGV
+def test_expected_argv_replaces_only_the_program_for_go(tmp_path):
+    systemd_dir = str(tmp_path)
+    assert pt.DropIn(manifest(), None, 'go', GO, systemd_dir).expected_argv() == [GO] + C_ARGV[1:]
+    assert pt.DropIn(manifest(), None, 'c', C_ARGV[0], systemd_dir).expected_argv() == C_ARGV
+    link = tmp_path / 'mtproto-proxy'
+    os.symlink('/opt/MTProxy/releases/c/mtproto-proxy', str(link))
+    data = manifest(argv=[str(link)] + C_ARGV[1:], unit={'exec_start': '%s -p 8888' % link})
+    assert pt.Symlink(data, None, 'go', GO, systemd_dir).expected_argv() == [str(link)] + C_ARGV[1:]
 
 
 def test_argv_matches_exact_and_rejects_any_difference():
@@ -144,11 +150,11 @@ def test_argv_matches_exact_and_rejects_any_difference():
 def test_read_shebang(tmp_path):
     script = tmp_path / 's'
     script.write_text('#!/usr/bin/env python3\nprint(1)\n')
-    assert switch.read_shebang(str(script)) == ['/usr/bin/env', 'python3']
+    assert host.read_shebang(str(script)) == ['/usr/bin/env', 'python3']
     binary = tmp_path / 'b'
     binary.write_bytes(b'\x7fELF\x02\x01')
-    assert switch.read_shebang(str(binary)) is None
-    assert switch.read_shebang(str(tmp_path / 'missing')) is None
+    assert host.read_shebang(str(binary)) is None
+    assert host.read_shebang(str(tmp_path / 'missing')) is None
 
 
 def test_explain_mismatch_names_position_and_never_the_secret():
@@ -166,8 +172,8 @@ def test_explain_mismatch_names_position_and_never_the_secret():
 def test_read_cmdline_of_a_live_process():
     with open('/proc/self/cmdline', 'rb') as handle:
         own = handle.read().rstrip(b'\x00').decode().split('\x00')
-    assert switch.read_cmdline(os.getpid()) == own
-    assert switch.read_cmdline(2 ** 22 + 1) is None
+    assert host.read_cmdline(os.getpid()) == own
+    assert host.read_cmdline(2 ** 22 + 1) is None
     assert switch.pid_alive(os.getpid()) and not switch.pid_alive(0)
 
 
@@ -224,9 +230,8 @@ def test_missing_manifest_says_to_freeze(tmp_path):
 
 # --- redaction of diffs and journal ------------------------------------------------------------------
 
-def test_dropin_diff_is_redacted():
-    pointing = switch.Pointing('dropin', '/etc/x.conf', None, render_dropin(EXEC_START, GO))
-    diff = pointing.diff([SECRET])
+def test_dropin_diff_is_redacted(tmp_path):
+    diff = pt.DropIn(manifest(), None, 'go', GO, str(tmp_path)).diff([SECRET])
     assert SECRET not in json.dumps(diff)
     assert '<redacted>' in diff['after'] and GO in diff['after']
     assert diff['before'] == '' and diff['before_header'].endswith('(absent)')
@@ -238,15 +243,15 @@ def test_journal_tail_is_redacted(monkeypatch):
     def fake_run(argv, timeout=60):
         calls.append(argv)
         return 0, 'started with -S %s\nflag provided but not defined: -p\n' % SECRET.upper(), ''
-    monkeypatch.setattr(switch, 'run', fake_run)
-    lines = switch.journal_tail('MTProxy.service', 1700000000, secrets=[SECRET], settle=0)
+    monkeypatch.setattr(host, 'run', fake_run)
+    lines = host.journal_tail('MTProxy.service', 1700000000, secrets=[SECRET], settle=0)
     assert lines == ['started with -S <redacted>', 'flag provided but not defined: -p']
     assert calls[0][:3] == ['journalctl', '--no-pager', '-o'] and '--since' in calls[0] and '@1700000000' in calls[0]
 
 
 def test_describe_unit_state():
-    text = switch.describe_unit_state({'Id': 'MTProxy.service', 'ActiveState': 'failed', 'SubState': 'failed',
-                                       'Result': 'exit-code', 'ExecMainCode': '1', 'ExecMainStatus': '2'})
+    text = host.describe_unit_state({'Id': 'MTProxy.service', 'ActiveState': 'failed', 'SubState': 'failed',
+                                     'Result': 'exit-code', 'ExecMainCode': '1', 'ExecMainStatus': '2'})
     assert text == 'MTProxy.service is failed/failed, result exit-code, main process exited with status 2'
 
 
@@ -259,14 +264,14 @@ def test_foreign_listeners_names_processes_outside_the_unit():
     port = server.getsockname()[1]
     other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
     try:
-        assert switch.tcp_accepts(port)
-        assert switch.foreign_listeners(port, os.getpid()) == []
-        assert switch.foreign_listeners(port, other.pid) == [os.getpid()]
+        assert host.tcp_accepts(port)
+        assert host.foreign_listeners(port, os.getpid()) == []
+        assert host.foreign_listeners(port, other.pid) == [os.getpid()]
     finally:
         other.kill()
         other.wait()
         server.close()
-    assert not switch.tcp_accepts(port)
+    assert not host.tcp_accepts(port)
 
 
 # --- switch_service decisions without a real systemd ------------------------------------------------
@@ -299,7 +304,7 @@ def _host(tmp_path, monkeypatch, live_argv_tail):
     (state_dir / 'MTProxy' / 'manifest.json').write_text(json.dumps(manifest()))
     proc = subprocess.Popen([str(go)] + live_argv_tail)
     for _attempt in range(100):
-        if switch.read_cmdline(proc.pid) == [str(go)] + list(live_argv_tail):
+        if host.read_cmdline(proc.pid) == [str(go)] + list(live_argv_tail):
             break
         time.sleep(0.05)
     props = {'ActiveState': 'active', 'MainPID': str(proc.pid), 'NeedDaemonReload': 'no'}
@@ -307,7 +312,7 @@ def _host(tmp_path, monkeypatch, live_argv_tail):
 
     def no_run(*args, **kwargs):
         raise AssertionError('nothing may be run: %r' % (args,))
-    monkeypatch.setattr(switch, 'run', no_run)
+    monkeypatch.setattr(host, 'run', no_run)
     monkeypatch.setattr(switch, 'restart_measured', no_run)
     return str(go), str(state_dir), proc
 
@@ -331,8 +336,8 @@ def test_check_mode_reports_change_and_writes_nothing(tmp_path, monkeypatch):
 def test_already_switched_is_a_no_op(tmp_path, monkeypatch):
     go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:])
     systemd_dir = tmp_path / 'etc'
-    path = switch.dropin_path('MTProxy.service', str(systemd_dir))
-    switch.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
+    path = pt.dropin_path('MTProxy.service', str(systemd_dir))
+    pt.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
     switch.save_state(state_dir, 'MTProxy', transition(None, manifest(), 'go', go, 'dropin', None, 'T'))
     with open(os.path.join(state_dir, 'MTProxy', 'manifest.json'), 'w') as handle:
         json.dump(manifest(stats_url=STATS_URL), handle)
@@ -352,8 +357,8 @@ def test_already_switched_is_a_no_op(tmp_path, monkeypatch):
 def test_wrong_live_argv_forces_a_restart(tmp_path, monkeypatch):
     go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:-1] + ['2'])
     systemd_dir = tmp_path / 'etc'
-    path = switch.dropin_path('MTProxy.service', str(systemd_dir))
-    switch.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
+    path = pt.dropin_path('MTProxy.service', str(systemd_dir))
+    pt.write_dropin(path, render_dropin(EXEC_START, go), 0o600)
     switch.save_state(state_dir, 'MTProxy', transition(None, manifest(), 'go', go, 'dropin', None, 'T'))
     try:
         with pytest.raises(AssertionError, match='daemon-reload|nothing may be run'):
@@ -426,7 +431,7 @@ def test_the_stats_proof_needs_a_stats_url():
 def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
     go, state_dir, proc = _host(tmp_path, monkeypatch, C_ARGV[1:])
     systemd_dir = tmp_path / 'etc'
-    switch.write_dropin(switch.dropin_path('MTProxy.service', str(systemd_dir)), render_dropin(EXEC_START, go), 0o600)
+    pt.write_dropin(pt.dropin_path('MTProxy.service', str(systemd_dir)), render_dropin(EXEC_START, go), 0o600)
     try:
         result = switch.switch_service('MTProxy', state_dir, 'go', go, systemd_dir=str(systemd_dir), stats_check=False)
     finally:
@@ -528,7 +533,7 @@ def service(monkeypatch):
             jobs.append(RestartJob(child, start_new, fail_start))
             return jobs[-1]
 
-        monkeypatch.setattr(switch, 'run', fake_run)
+        monkeypatch.setattr(host, 'run', fake_run)
         monkeypatch.setattr(switch.subprocess, 'Popen', popen)
         return systemd, child, port
 
@@ -553,7 +558,7 @@ def test_listeners_closed_ends_a_draining_process_without_waiting(service):
     assert timings['killed_after_stop_timeout'] is False
     assert timings['unavailable_ms'] < 10000 and timings['start_ms'] is not None
     assert calls == [RESET_CALL, SIGKILL_CALL]
-    assert switch.tcp_accepts(port)
+    assert host.tcp_accepts(port)
 
 
 def test_start_ms_splits_into_systemd_spawn_and_the_binary_start(service):
@@ -704,9 +709,9 @@ def test_port_refuses_only_on_an_actual_refusal():
     server.bind(('127.0.0.1', 0))
     server.listen(1)
     port = server.getsockname()[1]
-    assert switch.port_refuses(port) is False
+    assert host.port_refuses(port) is False
     server.close()
-    assert switch.port_refuses(port) is True
+    assert host.port_refuses(port) is True
 
 
 def test_unknown_handover_is_refused(tmp_path):
@@ -716,13 +721,13 @@ def test_unknown_handover_is_refused(tmp_path):
 
 def test_kill_unit_writes_cgroup_kill_of_the_unit(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(switch, 'run', lambda argv, timeout=60: calls.append(argv) or (0, '', ''))
+    monkeypatch.setattr(host, 'run', lambda argv, timeout=60: calls.append(argv) or (0, '', ''))
     unified = tmp_path / 'unified'
     cgroup = '/docker/abc/system.slice/MTProxy.service'
     (unified / cgroup.lstrip('/')).mkdir(parents=True)
     (unified / cgroup.lstrip('/') / 'cgroup.kill').write_text('')
-    monkeypatch.setattr(switch, 'CGROUP_ROOTS', (str(tmp_path / 'v2'), str(unified)))
-    assert switch.kill_unit(FakeSystemd({}), cgroup) == 'cgroup.kill'
+    monkeypatch.setattr(host, 'CGROUP_ROOTS', (str(tmp_path / 'v2'), str(unified)))
+    assert host.kill_unit(FakeSystemd({}), cgroup) == 'cgroup.kill'
     assert (unified / cgroup.lstrip('/') / 'cgroup.kill').read_text() == '1'
     assert calls == []
 
@@ -730,7 +735,7 @@ def test_kill_unit_writes_cgroup_kill_of_the_unit(tmp_path, monkeypatch):
 @pytest.mark.parametrize('cgroup', ['', '/system.slice/MTProxy.service'])
 def test_kill_unit_falls_back_to_systemctl_kill(tmp_path, monkeypatch, cgroup):
     calls = []
-    monkeypatch.setattr(switch, 'run', lambda argv, timeout=60: calls.append(argv) or (0, '', ''))
-    monkeypatch.setattr(switch, 'CGROUP_ROOTS', (str(tmp_path),))
-    assert switch.kill_unit(FakeSystemd({}), cgroup) == 'systemctl'
+    monkeypatch.setattr(host, 'run', lambda argv, timeout=60: calls.append(argv) or (0, '', ''))
+    monkeypatch.setattr(host, 'CGROUP_ROOTS', (str(tmp_path),))
+    assert host.kill_unit(FakeSystemd({}), cgroup) == 'systemctl'
     assert calls == [SIGKILL_CALL]

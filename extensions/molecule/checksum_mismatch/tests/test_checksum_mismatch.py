@@ -16,6 +16,8 @@ def test_host_untouched(host):
     assert cc.service_argv(host) == cc.pristine_argv(host)
     assert not host.file(cc.DROPIN).exists
     assert not host.file("/opt/MTProxy/releases/go-000000000000").exists
-    # The preflight stops the run before any host is looked at: a host may be absent from the report.
-    entry = cc.load_report()["hosts"].get(host.backend.get_hostname())
-    assert entry is None or entry["result"] == "on_c"
+    # The preflight stops the run before any host is looked at: the host is one the run was meant
+    # to touch, never judged (`unknown`), never success.
+    entry = cc.load_report()["hosts"][host.backend.get_hostname()]
+    assert entry["result"] == "unknown" and entry["judged"] is False
+    assert "flip" not in entry["stages"]

@@ -1,0 +1,404 @@
+"""The playbooks run by ansible-playbook against hosts that cannot be reached, as a new user would try them.
+
+No proxy host is needed: the inventory holds hosts that never answer (ssh to a closed port on
+127.0.0.1, a community.docker host whose container does not exist). What is tested is what the
+controller does around them: the result the report derives, the settings check before any host
+task, the report under --limit, credentials in download URLs, the artifacts directory without
+$PWD, and a run whose controller is killed.
+"""
+import hashlib
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import COLLECTIONS_ROOT, REPO_ROOT
+
+PLAYBOOKS = os.path.join(REPO_ROOT, "playbooks")
+SECRET_WORDS = ("s3cr3t-pass", "t0k3n-value", "h3ader-token")
+
+GHOSTS = """
+all:
+  children:
+    mtproxy:
+      hosts:
+        ghost1: {ansible_connection: ssh, ansible_host: 127.0.0.1, ansible_port: %(port)d, ansible_user: nobody}
+        ghost2: {ansible_connection: ssh, ansible_host: 127.0.0.1, ansible_port: %(port)d, ansible_user: nobody}
+        ghost3: {ansible_connection: community.docker.docker, ansible_host: mtproxy-cutover-no-such-container}
+    mtproxy_canary:
+      hosts:
+        ghost1:
+"""
+
+NO_CANARY = """
+all:
+  children:
+    mtproxy:
+      hosts:
+        ghost1: {ansible_connection: ssh, ansible_host: 127.0.0.1, ansible_port: %(port)d, ansible_user: nobody}
+"""
+
+
+def _closed_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _collections_path():
+    extra = os.environ.get("MTPROXY_TEST_COLLECTIONS_PATH", os.path.join(REPO_ROOT, ".venv", "collections"))
+    return os.pathsep.join([COLLECTIONS_ROOT, extra])
+
+
+class Run(object):
+    def __init__(self, proc, artifacts, run_id):
+        self.rc = proc.returncode
+        self.output = proc.stdout
+        self.run_dir = os.path.join(artifacts, run_id)
+
+    def report(self):
+        with open(os.path.join(self.run_dir, "report.json")) as handle:
+            return json.load(handle)
+
+    def texts(self):
+        """{relative path: text} of every file of the run directory."""
+        texts = {}
+        for base, dummy, files in os.walk(self.run_dir):
+            for name in files:
+                path = os.path.join(base, name)
+                with open(path, errors="replace") as handle:
+                    texts[os.path.relpath(path, self.run_dir)] = handle.read()
+        return texts
+
+
+def _env(tmp_path, **extra):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\ntimeout = 5\nhost_key_checking = False\n")
+    env = dict(os.environ, HOME=str(home), ANSIBLE_HOME=str(home / ".ansible"), ANSIBLE_CONFIG=str(config),
+               ANSIBLE_COLLECTIONS_PATH=_collections_path(), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_SHOW_CUSTOM_STATS="1",
+               ANSIBLE_ASYNC_DIR=str(tmp_path / "async"))
+    env.update(extra)
+    return env
+
+
+def _argv(tmp_path, playbook, inventory, run_id, artifacts, *args):
+    inv = tmp_path / "inventory.yml"
+    inv.write_text(inventory % {"port": _closed_port()})
+    argv = [sys.executable, "-m", "ansible.cli.playbook", "-i", str(inv), os.path.join(PLAYBOOKS, playbook + ".yml"),
+            "-e", "mtproxy_cutover_run_id=%s" % run_id]
+    if artifacts:
+        argv += ["-e", "mtproxy_cutover_artifacts_dir=%s" % artifacts]
+    return argv + list(args)
+
+
+def _playbook(tmp_path, playbook, inventory, *args, **kwargs):
+    run_id = kwargs.pop("run_id", "r1")
+    artifacts = kwargs.pop("artifacts", str(tmp_path / "artifacts"))
+    cwd = kwargs.pop("cwd", str(tmp_path))
+    env = kwargs.pop("env", None) or _env(tmp_path)
+    proc = subprocess.run(_argv(tmp_path, playbook, inventory, run_id, artifacts, *args), cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=600,
+                          check=False)
+    return Run(proc, artifacts or os.path.join(cwd, "artifacts"), run_id)
+
+
+@pytest.fixture()
+def go_binary(tmp_path):
+    path = tmp_path / "mtproto-proxy-go"
+    path.write_bytes(b"#!/bin/sh\necho go\n")
+    path.chmod(0o755)
+    return str(path), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _go_vars(go_binary):
+    return ["-e", "mtproxy_cutover_go_binary=%s" % go_binary[0], "-e", "mtproxy_cutover_go_sha256=%s" % go_binary[1]]
+
+
+# --- 1. the result comes from the hosts the run was meant to touch ---------------------------
+
+def test_cutover_of_hosts_that_never_answer_fails_and_names_them(tmp_path, go_binary):
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary))
+    assert run.rc == 2, run.output
+    report = run.report()
+    assert report["result"] == "failed"
+    assert report["expected_hosts"] == ["ghost1", "ghost2", "ghost3"]
+    assert {h: e["result"] for h, e in report["hosts"].items()} == {
+        "ghost1": "unreachable", "ghost2": "unreachable", "ghost3": "unreachable"}
+    assert report["summary"]["judged"] == 0 and "no host was judged" in report["problems"]
+    # Stopped before anything changed: no host task after the reachability check.
+    assert "Record unit, argv, file checksums" not in run.output
+    assert "success" not in run.texts()["report.md"]
+
+
+def test_drill_without_a_canary_fails_instead_of_succeeding_with_no_host(tmp_path, go_binary):
+    run = _playbook(tmp_path, "drill", NO_CANARY, *_go_vars(go_binary))
+    assert run.rc == 2, run.output
+    report = run.report()
+    assert report["result"] == "failed"
+    assert "the run has no host to act on" in report["reason"]
+
+
+# --- 2. settings are checked before any host task --------------------------------------------
+
+def test_settings_mistakes_stop_the_run_before_any_host_task(tmp_path, go_binary):
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary) + [
+        "-e", "mtproxy_cutover_stop_afer=stage",
+        "-e", "mtproxy_cutover_rollback_scope=flet",
+        "-e", "mtproxy_cutover_method=dropn",
+        "-e", "mtproxy_cutover_inconclusive=Pass",
+        "-e", "mtproxy_cutover_canary_window_s=five",
+        "-e", json.dumps({"mtproxy_cutover_thresholds": {"min_sucess_rate": 0.99}})])
+    assert run.rc == 2, run.output
+    # Not one task reached a host: the reachability check is the first host task.
+    assert "TASK [Check the host answers]" not in run.output
+    reason = run.report()["reason"]
+    for expected in ("unknown setting(s) mtproxy_cutover_stop_afer (did you mean mtproxy_cutover_stop_after?)",
+                     "value of mtproxy_cutover_rollback_scope must be one of: host, wave, fleet, got: flet",
+                     "value of mtproxy_cutover_method must be one of: dropin, symlink, got: dropn",
+                     "value of mtproxy_cutover_inconclusive must be one of: fail, pass, got: Pass",
+                     "mtproxy_cutover_canary_window_s",
+                     "unknown threshold min_sucess_rate"):
+        assert expected in reason, reason
+    assert run.report()["result"] == "failed"
+
+
+def test_stop_after_with_a_bad_value_is_refused(tmp_path, go_binary):
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary) + ["-e", "mtproxy_cutover_stop_after=stge"])
+    assert run.rc == 2, run.output
+    assert "value of mtproxy_cutover_stop_after must be one of: , freeze, stage, got: stge" in run.report()["reason"]
+    assert "TASK [Check the host answers]" not in run.output
+
+
+# --- 3. controller-side steps run whatever --limit says -------------------------------------
+
+def test_rollback_with_limit_writes_its_report(tmp_path):
+    run = _playbook(tmp_path, "rollback", GHOSTS, "--limit", "ghost2")
+    assert run.rc == 2, run.output
+    report = run.report()
+    assert report["expected_hosts"] == ["ghost2"]
+    assert report["hosts"]["ghost2"]["result"] == "unreachable"
+    # The Report play ran (finished, not left "running" or marked "incomplete" by the watcher).
+    assert report["result"] == "failed" and report["finished_at"]
+    assert "TASK [mtproxy.cutover.report : Render the run report and finish the run]" in run.output
+    # 7. The run summary is exported for automation controller (set_stats).
+    assert "mtproxy_run_report" in run.output and '"result": "failed"' in run.output
+
+
+# --- 4. credentials never reach a record or a message; artifacts without $PWD -----------------
+
+class _Downloads(http.server.BaseHTTPRequestHandler):
+    body = b""
+    auth = "Basic " + __import__("base64").b64encode(b"deploy:s3cr3t-pass").decode()
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.headers.get("Authorization") != self.auth or self.headers.get("X-Deploy-Token") != "h3ader-token":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="go"')
+            self.end_headers()
+            return
+        if not self.path.startswith("/go/mtproto-proxy-go"):
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def download_server(go_binary):
+    with open(go_binary[0], "rb") as handle:
+        _Downloads.body = handle.read()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Downloads)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "127.0.0.1:%d" % server.server_address[1]
+    server.shutdown()
+
+
+@pytest.mark.parametrize("path, downloads", [("/go/mtproto-proxy-go", True), ("/missing/mtproto-proxy-go", False)])
+def test_download_url_credentials_never_reach_a_record_or_a_message(tmp_path, go_binary, download_server, path,
+                                                                    downloads):
+    url = "http://deploy:s3cr3t-pass@%s%s?access_token=t0k3n-value&arch=amd64" % (download_server, path)
+    headers = json.dumps({"mtproxy_cutover_go_binary_url_headers": {"X-Deploy-Token": "h3ader-token"}})
+    run = _playbook(tmp_path, "cutover", GHOSTS, "-e", "mtproxy_cutover_go_binary_url=%s" % url,
+                    "-e", "mtproxy_cutover_go_sha256=%s" % go_binary[1], "-e", headers, "-v")
+    assert run.rc == 2, run.output
+    for word in SECRET_WORDS:
+        assert word not in run.output
+        for name, text in run.texts().items():
+            assert word not in text, name
+    report = run.report()
+    assert report["go"]["source"] == "http://%s%s?arch=amd64" % (download_server, path)
+    if downloads:
+        # The preflight got the binary (basic auth from the URL's userinfo, the header) and went on.
+        assert "unreachable: ghost1, ghost2, ghost3" in report["problems"]
+    else:
+        assert "downloading the Go binary from http://%s%s?arch=amd64 failed" % (download_server, path) in report["reason"]
+        assert "404" in report["reason"]
+
+
+def test_default_artifacts_dir_is_the_working_directory_even_without_pwd(tmp_path, go_binary):
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _env(tmp_path)
+    env.pop("PWD", None)
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary), artifacts=None, cwd=str(work), env=env)
+    assert run.rc == 2, run.output
+    assert os.path.isfile(str(work / "artifacts" / "r1" / "report.json"))
+    assert not os.path.exists("/artifacts/r1")
+
+
+# --- 1. a controller that never reaches the Report play -------------------------------------
+
+class _Hang(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        time.sleep(60)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_killed_controller_leaves_an_incomplete_report_never_running_or_success(tmp_path, go_binary):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d/go/mtproto-proxy-go" % server.server_address[1]
+        argv = _argv(tmp_path, "cutover", GHOSTS, "r1", str(tmp_path / "artifacts"),
+                     "-e", "mtproxy_cutover_go_binary_url=%s" % url, "-e", "mtproxy_cutover_go_sha256=%s" % go_binary[1])
+        proc = subprocess.Popen(argv, cwd=str(tmp_path), env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        run_json = tmp_path / "artifacts" / "r1" / "run.json"
+        report_json = tmp_path / "artifacts" / "r1" / "report.json"
+        deadline = time.time() + 120
+        while time.time() < deadline and not report_json.exists():
+            time.sleep(0.2)
+        assert report_json.exists()
+        assert json.loads(report_json.read_text())["result"] == "running"
+        time.sleep(1)  # the download hangs now
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and "finished" not in json.loads(run_json.read_text()):
+            time.sleep(0.2)
+        report = json.loads(report_json.read_text())
+        assert report["result"] == "incomplete", report
+        assert "ended before the run's Report play" in report["reason"]
+    finally:
+        server.shutdown()
+
+
+# --- 6. progress a person can follow ----------------------------------------------------------
+
+OBSERVE = """
+- name: Observe a local /stats server the way a wave host is observed
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Observe
+      ansible.builtin.include_role:
+        name: mtproxy.cutover.verify_slo
+      vars:
+        verify_slo_stats_url: "%(url)s"
+        verify_slo_window_s: 6
+        verify_slo_sample_interval_s: 1
+        verify_slo_progress_interval_s: 1
+        verify_slo_baseline: {}
+        verify_slo_inconclusive: pass
+        verify_slo_run_dir: ""
+
+    - name: Keep the verdict for the test
+      ansible.builtin.copy:
+        content: "{{ verify_slo_outcome | to_json }}"
+        dest: "%(out)s"
+        mode: "0644"
+"""
+
+
+def test_long_observation_window_says_what_how_long_until_when_and_shows_progress(tmp_path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "unit"))
+    from stats_server import StatsServer
+    from stats_fixtures import go_body
+
+    steps = [{"body": go_body(packets=i * 100, dropped=0, accepted=i * 10)} for i in range(40)]
+    out = tmp_path / "outcome.json"
+    with StatsServer(steps) as server:
+        playbook = tmp_path / "observe.yml"
+        playbook.write_text(OBSERVE % {"url": server.url, "out": out})
+        proc = subprocess.run([sys.executable, "-m", "ansible.cli.playbook", "-i", "localhost,", str(playbook)],
+                              cwd=str(tmp_path), env=_env(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout
+    # Before the window: the host, how long, until when (UTC), what is judged.
+    assert re.search(r"localhost: observing /stats for 6 s, until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+                     r"\(7 samples every 1 s\)", proc.stdout), proc.stdout
+    assert "judged: packet success rate >= 0.98" in proc.stdout
+    # During it: a line per progress interval instead of one silent task.
+    assert proc.stdout.count("FAILED - RETRYING: [localhost]: Wait for the observation window to end") >= 3
+    assert json.loads(out.read_text())["window_s"] == 6
+
+
+# --- 9. keep_releases -------------------------------------------------------------------------
+
+RELEASES = """
+- name: Clean up the Go releases of a host
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Keep two releases
+      ansible.builtin.include_role:
+        name: mtproxy.cutover.stage_binary
+        tasks_from: releases.yml
+      vars:
+        stage_binary_release_dir: "%(root)s/releases/go-new"
+        stage_binary_keep_releases: 2
+        stage_binary_state_dir: "%(root)s/state"
+        stage_binary_service: MTProxy
+"""
+
+
+def test_keep_releases_never_deletes_a_release_the_host_runs_or_ran(tmp_path):
+    root = tmp_path / "opt"
+    now = time.time()
+    # go-ran is older than the two newest but named by the host's state file: it stays.
+    for name, age in (("go-oldest", 400), ("go-ran", 300), ("go-newer", 200), ("go-new", 0)):
+        release = root / "releases" / name
+        release.mkdir(parents=True)
+        (release / "mtproto-proxy-go").write_text("x")
+        os.utime(str(release), (now - age, now - age))
+    state = root / "state" / "MTProxy"
+    state.mkdir(parents=True)
+    ran = str(root / "releases" / "go-ran" / "mtproto-proxy-go")
+    (state / "state.json").write_text(json.dumps({"current": "c", "binary": "/opt/MTProxy/mtproto-proxy",
+                                                  "history": [{"to": "go", "binary": ran}]}))
+    playbook = tmp_path / "releases.yml"
+    playbook.write_text(RELEASES % {"root": root})
+    proc = subprocess.run([sys.executable, "-m", "ansible.cli.playbook", "-i", "localhost,", str(playbook)],
+                          cwd=str(tmp_path), env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout
+    assert sorted(os.listdir(str(root / "releases"))) == ["go-new", "go-newer", "go-ran"]

@@ -1,0 +1,131 @@
+"""pointing.py: the method is read back from state.json; each method's facts; the rollback of a symlink host."""
+import json
+import os
+
+import pytest
+
+from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
+from ansible_collections.mtproxy.cutover.plugins.module_utils import switch
+from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError
+
+SECRET = '00112233445566778899aabbccddeeff'
+FLAGS = ['-u', 'nobody', '-p', '8888', '-H', '443', '-S', SECRET, '--aes-pwd', 'proxy-secret', 'proxy-multi.conf',
+         '-M', '1']
+
+
+class FakeSystemd(object):
+    """A unit with no live main process: check mode stops before anything would be restarted."""
+
+    unit = 'MTProxy.service'
+
+    def show(self, *props):
+        return {'ActiveState': 'active', 'MainPID': '0', 'NeedDaemonReload': 'no'}
+
+    def main_pid(self):
+        return 0
+
+    def daemon_reload(self):
+        raise AssertionError('daemon-reload must not run')
+
+
+@pytest.fixture
+def symlink_host_on_go(tmp_path, monkeypatch):
+    """A host flipped to Go with method=symlink: the ExecStart path links to the Go release."""
+    link = tmp_path / 'mtproto-proxy'
+    c_release = tmp_path / 'releases' / 'c-1' / 'mtproto-proxy'
+    go = tmp_path / 'releases' / 'go-1' / 'mtproto-proxy-go'
+    for path in (c_release, go):
+        path.parent.mkdir(parents=True)
+        path.write_text('#!/bin/sh\n')
+        path.chmod(0o755)
+    os.symlink(str(go), str(link))
+    manifest = {'service': 'MTProxy', 'unit_name': 'MTProxy.service', 'binary': str(link),
+                'binary_realpath': str(c_release), 'argv': [str(link)] + FLAGS, 'stats_port': 8888,
+                'client_ports': [443],
+                'unit': {'fragment_path': str(tmp_path / 'MTProxy.service'),
+                         'exec_start': '%s %s' % (link, ' '.join(FLAGS)), 'exec_start_argv': [str(link)] + FLAGS}}
+    state = {'schema': 1, 'current': 'go', 'binary': str(go), 'method': 'symlink',
+             'previous_good': {'flavor': 'c', 'binary': str(link), 'link_target': str(c_release)},
+             'history': [{'to': 'go', 'method': 'symlink', 'binary': str(go), 'result': 'ok'}]}
+    state_dir = tmp_path / 'state'
+    (state_dir / 'MTProxy').mkdir(parents=True)
+    (state_dir / 'MTProxy' / 'manifest.json').write_text(json.dumps(manifest))
+    (state_dir / 'MTProxy' / 'state.json').write_text(json.dumps(state))
+    monkeypatch.setattr(switch, 'Systemd', lambda unit: FakeSystemd())
+    return {'state_dir': str(state_dir), 'link': str(link), 'c_release': str(c_release), 'go': str(go),
+            'systemd_dir': str(tmp_path / 'etc')}
+
+
+def test_rollback_without_a_method_points_back_the_way_state_json_records(symlink_host_on_go):
+    """Symlink fault (b): without a method the rollback took method=dropin and left the link on Go."""
+    host = symlink_host_on_go
+    result = switch.switch_service('MTProxy', host['state_dir'], 'c', check_mode=True,
+                                   systemd_dir=host['systemd_dir'])
+    assert result['method'] == 'symlink'
+    assert result['changed'] is True and result['dropin_path'] is None
+    assert result['diff']['after'] == '%s -> %s\n' % (host['link'], host['c_release'])
+    assert os.readlink(host['link']) == host['go']  # check mode
+
+
+def test_rollback_refuses_a_method_that_contradicts_state_json(symlink_host_on_go):
+    host = symlink_host_on_go
+    with pytest.raises(SwitchError, match=r'pointed at go with method=symlink \(state.json\); method=dropin') as exc:
+        switch.switch_service('MTProxy', host['state_dir'], 'c', method='dropin', check_mode=True,
+                              systemd_dir=host['systemd_dir'])
+    assert exc.value.details['refused'] == 'method_mismatch'
+    assert os.readlink(host['link']) == host['go']
+    assert not os.path.exists(host['systemd_dir'])
+
+
+@pytest.mark.parametrize('state, target, requested, want', [
+    (None, 'go', None, 'dropin'),
+    (None, 'go', 'symlink', 'symlink'),
+    (None, 'c', None, 'dropin'),
+    ({'current': 'go', 'method': 'symlink'}, 'c', None, 'symlink'),
+    ({'current': 'go', 'method': 'symlink'}, 'go', None, 'symlink'),
+    ({'current': 'go', 'method': 'symlink'}, None, None, 'symlink'),
+    ({'current': 'c', 'method': 'symlink'}, 'c', None, 'symlink'),
+    # Back on C, the next flip may use another method.
+    ({'current': 'c', 'method': 'symlink'}, 'go', 'dropin', 'dropin'),
+    ({'current': 'c', 'method': 'symlink'}, None, 'dropin', 'dropin'),
+])
+def test_method_of_reads_the_recorded_method(state, target, requested, want):
+    assert pt.method_of(state, target, requested) == want
+
+
+@pytest.mark.parametrize('state, target, requested', [
+    ({'current': 'go', 'method': 'symlink'}, 'c', 'dropin'),
+    ({'current': 'go', 'method': 'dropin'}, 'go', 'symlink'),
+    ({'current': 'go', 'method': 'dropin'}, None, 'symlink'),
+    ({'current': 'c', 'method': 'dropin'}, 'c', 'symlink'),
+])
+def test_method_of_refuses_a_contradiction(state, target, requested):
+    with pytest.raises(SwitchError, match='contradicts it') as exc:
+        pt.method_of(state, target, requested)
+    assert exc.value.details['refused'] == 'method_mismatch'
+
+
+def test_method_of_refuses_unknown_methods():
+    with pytest.raises(SwitchError, match='method must be one of dropin, symlink'):
+        pt.method_of(None, 'go', 'container')
+    with pytest.raises(SwitchError, match='does not know'):
+        pt.method_of({'current': 'go', 'method': 'container'}, 'c')
+
+
+def test_symlink_pointing_back_and_forth(symlink_host_on_go):
+    host = symlink_host_on_go
+    with open(os.path.join(host['state_dir'], 'MTProxy', 'manifest.json')) as handle:
+        manifest = json.load(handle)
+    state = {'current': 'go', 'method': 'symlink', 'binary': host['go'],
+             'previous_good': {'link_target': host['c_release']}}
+    back = pt.pointing_for(manifest, state, 'c', manifest['argv'][0])
+    assert isinstance(back, pt.Symlink) and not back.ok and back.dropin_path is None
+    assert back.expected_argv() == manifest['argv'] and back.exec_path() == host['link']
+    assert pt.Symlink.runs_go(manifest, state, manifest['argv'], from_cutover=False)
+    assert pt.Symlink.c_binary(manifest, state) == host['c_release']
+    back.apply()
+    assert os.readlink(host['link']) == host['c_release']
+    assert pt.pointing_for(manifest, state, 'c', manifest['argv'][0]).ok
+    assert not pt.Symlink.runs_go(manifest, state, manifest['argv'], from_cutover=False)
+    back.revert()
+    assert os.readlink(host['link']) == host['go']
