@@ -8,21 +8,15 @@ against one container.
 """
 import json
 import os
-import shutil
-import subprocess
-import tempfile
-import uuid
 
 import pytest
+from systemd_host import ModuleHost, boot_host, cmdline, install_standin, main_pid, put, wait_port
 
 pytestmark = pytest.mark.slow
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 FIELD = os.path.join(REPO, 'tests', 'fixtures', 'field-cases')
-STANDIN_DIR = os.path.join(REPO, 'tests', 'standin')
-BUILD_IMAGE = os.path.join(REPO, 'tests', 'hosts', 'build-image.sh')
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
 
 C_BIN = '/opt/MTProxy/mtproto-proxy'
 GO_BIN = '/opt/MTProxy/releases/go-test/mtproto-proxy-go'
@@ -40,93 +34,19 @@ def field(case, name):
         return handle.read()
 
 
-def _docker_usable():
-    if not shutil.which('docker'):
-        return 'docker CLI not installed'
-    try:
-        probe = subprocess.run(['docker', 'info'], capture_output=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 'docker info failed: %s' % exc
-    if probe.returncode != 0:
-        return 'docker engine not reachable: %s' % probe.stderr.decode(errors='replace').strip()[:200]
-    return None
-
-
-def sh(name, script, check=True, timeout=120):
-    proc = subprocess.run(['docker', 'exec', name, 'sh', '-c', script], capture_output=True, timeout=timeout,
-                          check=False)
-    out = proc.stdout.decode(errors='replace')
-    if check and proc.returncode != 0:
-        raise AssertionError('%s failed (%d): %s %s' % (script, proc.returncode, out,
-                                                        proc.stderr.decode(errors='replace')))
-    return out
-
-
-def put(name, text, path, mode=0o644):
-    with tempfile.NamedTemporaryFile('w', delete=False) as handle:
-        handle.write(text)
-    try:
-        sh(name, 'mkdir -p %s' % os.path.dirname(path))
-        subprocess.run(['docker', 'cp', handle.name, '%s:%s' % (name, path)], check=True, capture_output=True)
-        sh(name, 'chown root:root %s && chmod %o %s' % (path, mode, path))
-    finally:
-        os.unlink(handle.name)
-
-
-def wait_port(name, port, host='127.0.0.1', timeout=15):
-    """Bounded: connect until ``host``:``port`` accepts, at most ``timeout`` s."""
-    probe = ('import socket,sys,time\nend=time.time()+%d\nwhile time.time()<end:\n'
-             '    s=socket.socket()\n    try:\n        s.connect((%r,%d)); sys.exit(0)\n'
-             '    except OSError: time.sleep(0.05)\n    finally: s.close()\nsys.exit(1)\n') % (timeout, host, port)
-    subprocess.run(['docker', 'exec', name, 'python3', '-c', probe], check=True, timeout=timeout + 10)
-
-
-class Host(object):
+class Host(ModuleHost):
     def __init__(self, name, workdir):
-        self.name = name
-        self.workdir = workdir
+        super(Host, self).__init__(name, workdir, secrets=SECRETS)
         self.since = '0'
-        self.env = dict(os.environ)
-        self.env.update(
-            ANSIBLE_COLLECTIONS_PATH=os.environ.get('MTPROXY_TEST_COLLECTIONS_PATH',
-                                                    os.path.join(REPO, '.venv', 'collections')),
-            ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_HOST_KEY_CHECKING='0',
-            ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'),
-            ANSIBLE_DEPRECATION_WARNINGS='0')
-
-    def sh(self, script, check=True):
-        return sh(self.name, script, check)
-
-    def module(self, module, args, check=False):
-        play = [{'hosts': 'all', 'gather_facts': False,
-                 'vars': {'ansible_python_interpreter': '/usr/bin/python3'},
-                 'tasks': [{'name': module, 'mtproxy.cutover.%s' % module: args, 'ignore_errors': True}]}]
-        path = os.path.join(self.workdir, 'play-%s.json' % uuid.uuid4().hex[:8])
-        with open(path, 'w') as handle:
-            json.dump(play, handle)
-        cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', '%s,' % self.name, '-c', 'community.docker.docker',
-               path] + (['--check'] if check else [])
-        proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300, check=False)
-        out = proc.stdout.decode(errors='replace')
-        try:
-            result = json.loads(out[out.index('{'):])['plays'][0]['tasks'][0]['hosts'][self.name]
-        except (ValueError, KeyError, IndexError):
-            raise AssertionError('ansible-playbook gave no result (rc %d): %s %s'
-                                 % (proc.returncode, out[-3000:], proc.stderr.decode(errors='replace')[-3000:]))
-        for secret in SECRETS:
-            assert secret not in json.dumps(result), 'a secret leaked into the result of %s' % module
-        return result
 
     def main_pid(self):
-        return int(self.sh('systemctl show -p MainPID --value MTProxy.service').strip())
+        return main_pid(self.name)
 
     def restarts(self):
         return int(self.sh('systemctl show -p NRestarts --value MTProxy.service').strip())
 
     def cmdline(self, pid=None):
-        raw = subprocess.run(['docker', 'exec', self.name, 'cat', '/proc/%d/cmdline' % (pid or self.main_pid())],
-                             capture_output=True, check=False).stdout
-        return raw.rstrip(b'\0').decode().split('\0')
+        return cmdline(self.name, pid or self.main_pid())
 
     def exec_start_path(self):
         out = self.sh('systemctl show -p ExecStart --value MTProxy.service')
@@ -153,41 +73,12 @@ class Host(object):
 
 @pytest.fixture(scope='module')
 def host():
-    reason = _docker_usable()
-    if reason:
-        pytest.skip(reason)
-    image = os.environ.get('MOLECULE_HOST_IMAGE')
-    if not image:
-        build = subprocess.run([BUILD_IMAGE], capture_output=True, timeout=900, check=False)
-        if build.returncode != 0:
-            pytest.skip('test-host image cannot be built: %s' % build.stderr.decode(errors='replace')[-300:])
-        image = build.stdout.decode().strip().splitlines()[-1]
-    name = 'mtpx-field-%s' % uuid.uuid4().hex[:8]
-    workdir = tempfile.mkdtemp(prefix='mtpx-field-')
-    try:
-        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none', '--cap-add', 'SYS_ADMIN',
-                        '--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
-                        '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
-                       check=True, capture_output=True, timeout=120)
-        sh(name, 'for i in $(seq 1 100); do systemctl is-system-running 2>/dev/null | grep -qE "running|degraded"'
-                 ' && exit 0; sleep 0.2; done; exit 1')
-        _install(name)
+    with boot_host('mtpx-field') as (name, workdir):
+        install_standin(name, (C_BIN, GO_BIN))
+        put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf')
+        put(name, 'aes-secret-for-tests-of-the-field-cases\n', '/opt/MTProxy/proxy-secret')
+        put(name, CLIENT_SECRET + '\n', '/opt/MTProxy/secret')
         yield Host(name, workdir)
-    finally:
-        subprocess.run(['docker', 'rm', '-f', name], capture_output=True, timeout=120, check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _install(name):
-    for binary in (C_BIN, GO_BIN):
-        for module in ('mtproxy_standin.py', 'mtproxy_wire.py'):
-            with open(os.path.join(STANDIN_DIR, module)) as handle:
-                text = handle.read()
-            target = binary if module == 'mtproxy_standin.py' else os.path.join(os.path.dirname(binary), module)
-            put(name, text, target, 0o755 if target == binary else 0o644)
-    put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf')
-    put(name, 'aes-secret-for-tests-of-the-field-cases\n', '/opt/MTProxy/proxy-secret')
-    put(name, CLIENT_SECRET + '\n', '/opt/MTProxy/secret')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,21 +6,16 @@ manifest written by the test. Tests run in file order against one container.
 """
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
-import uuid
 
 import pytest
+from systemd_host import ModuleHost, boot_host, cmdline, install_standin, main_pid, put, sh, wait_port
 
 pytestmark = pytest.mark.slow
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 STANDIN = os.path.join(REPO, 'tests', 'standin', 'mtproxy_standin.py')
-BUILD_IMAGE = os.path.join(REPO, 'tests', 'hosts', 'build-image.sh')
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
 
 SECRET = '0123456789abcdef0123456789abcdef'
 C_BIN = '/opt/MTProxy/mtproto-proxy'
@@ -47,127 +42,26 @@ WantedBy=multi-user.target
 BACKEND = 'proxy_for 1 149.154.175.50:8888;\nproxy_for -1 149.154.175.50:8888;\ndefault 1;\n'
 
 
-def _docker_usable():
-    if not shutil.which('docker'):
-        return 'docker CLI not installed'
-    try:
-        probe = subprocess.run(['docker', 'info'], capture_output=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 'docker info failed: %s' % exc
-    if probe.returncode != 0:
-        return 'docker engine not reachable: %s' % probe.stderr.decode(errors='replace').strip()[:200]
-    if not os.path.exists(STANDIN):
-        return 'tests/standin/mtproxy_standin.py is missing'
-    return None
+def _standin_missing():
+    return None if os.path.exists(STANDIN) else 'tests/standin/mtproxy_standin.py is missing'
 
 
-def sh(name, script, check=True, timeout=120):
-    proc = subprocess.run(['docker', 'exec', name, 'sh', '-c', script], capture_output=True, timeout=timeout, check=False)
-    out = proc.stdout.decode(errors='replace')
-    if check and proc.returncode != 0:
-        raise AssertionError('%s failed (%d): %s %s' % (script, proc.returncode, out,
-                                                        proc.stderr.decode(errors='replace')))
-    return out
-
-
-def put(name, text, path, mode):
-    with tempfile.NamedTemporaryFile('w', delete=False) as handle:
-        handle.write(text)
-    try:
-        sh(name, 'mkdir -p %s' % os.path.dirname(path))
-        subprocess.run(['docker', 'cp', handle.name, '%s:%s' % (name, path)], check=True, capture_output=True)
-        sh(name, 'chown root:root %s && chmod %o %s' % (path, mode, path))
-    finally:
-        os.unlink(handle.name)
-
-
-def main_pid(name):
-    return int(sh(name, 'systemctl show -p MainPID --value MTProxy.service').strip())
-
-
-def cmdline(name, pid):
-    raw = subprocess.run(['docker', 'exec', name, 'cat', '/proc/%d/cmdline' % pid], capture_output=True, check=False).stdout
-    return raw.rstrip(b'\0').decode().split('\0')
-
-
-def wait_port(name, port, timeout=15):
-    probe = ('import socket,sys,time\nend=time.time()+%d\nwhile time.time()<end:\n'
-             '    s=socket.socket()\n    try:\n        s.connect(("127.0.0.1",%d)); sys.exit(0)\n'
-             '    except OSError: time.sleep(0.05)\n    finally: s.close()\nsys.exit(1)\n') % (timeout, port)
-    subprocess.run(['docker', 'exec', name, 'python3', '-c', probe], check=True, timeout=timeout + 10)
-
-
-class Host(object):
+class Host(ModuleHost):
     def __init__(self, name, workdir):
-        self.name = name
-        self.workdir = workdir
-        self.env = dict(os.environ)
-        self.env.update(
-            ANSIBLE_COLLECTIONS_PATH=os.environ.get('MTPROXY_TEST_COLLECTIONS_PATH',
-                                                    os.path.join(REPO, '.venv', 'collections')),
-            ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_HOST_KEY_CHECKING='0',
-            ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'),
-            ANSIBLE_DEPRECATION_WARNINGS='0')
-
-    def module(self, module, args, check=False, diff=False):
-        play = [{'hosts': 'all', 'gather_facts': False,
-                 'vars': {'ansible_python_interpreter': '/usr/bin/python3'},
-                 'tasks': [{'name': module, 'mtproxy.cutover.%s' % module: args, 'ignore_errors': True}]}]
-        path = os.path.join(self.workdir, 'play-%s.json' % uuid.uuid4().hex[:8])
-        with open(path, 'w') as handle:
-            json.dump(play, handle)
-        cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', '%s,' % self.name, '-c', 'community.docker.docker',
-               path]
-        if check:
-            cmd.append('--check')
-        if diff:
-            cmd.append('--diff')
-        proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300, check=False)
-        out = proc.stdout.decode(errors='replace')
-        try:
-            report = json.loads(out[out.index('{'):])
-            result = report['plays'][0]['tasks'][0]['hosts'][self.name]
-        except (ValueError, KeyError, IndexError):
-            raise AssertionError('ansible-playbook gave no result (rc %d): %s %s'
-                                 % (proc.returncode, out[-3000:], proc.stderr.decode(errors='replace')[-3000:]))
-        assert SECRET not in json.dumps(result), 'secret leaked into the result of %s' % module
-        return result
+        super(Host, self).__init__(name, workdir, secrets=(SECRET,))
 
 
 @pytest.fixture(scope='module')
 def host():
-    reason = _docker_usable()
-    if reason:
-        pytest.skip(reason)
-    build = subprocess.run([BUILD_IMAGE], capture_output=True, timeout=900, check=False)
-    if build.returncode != 0:
-        pytest.skip('test-host image cannot be built: %s' % build.stderr.decode(errors='replace')[-300:])
-    image = build.stdout.decode().strip().splitlines()[-1]
-    name = 'mtpx-switch-%s' % uuid.uuid4().hex[:8]
-    workdir = tempfile.mkdtemp(prefix='mtpx-switch-')
-    try:
-        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none', '--cap-add', 'SYS_ADMIN',
-                        '--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
-                        '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
-                       check=True, capture_output=True, timeout=120)
-        sh(name, 'for i in $(seq 1 100); do systemctl is-system-running 2>/dev/null | grep -qE "running|degraded"'
-                 ' && exit 0; sleep 0.2; done; exit 1')
+    if _standin_missing():
+        pytest.skip(_standin_missing())
+    with boot_host('mtpx-switch') as (name, workdir):
         _install(name)
         yield Host(name, workdir)
-    finally:
-        subprocess.run(['docker', 'rm', '-f', name], capture_output=True, timeout=120, check=False)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _install(name):
-    with open(STANDIN) as handle:
-        standin = handle.read()
-    put(name, standin, C_BIN, 0o755)
-    put(name, standin, GO_BIN, 0o755)
-    with open(os.path.join(os.path.dirname(STANDIN), 'mtproxy_wire.py')) as handle:
-        wire = handle.read()
-    for binary in (C_BIN, GO_BIN):  # the stand-in imports it from its own directory
-        put(name, wire, os.path.join(os.path.dirname(binary), 'mtproxy_wire.py'), 0o644)
+    install_standin(name, (C_BIN, GO_BIN))
     put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf', 0o644)
     put(name, 'aes-secret-for-tests\n', '/opt/MTProxy/proxy-secret', 0o644)
     put(name, UNIT, '/etc/systemd/system/MTProxy.service', 0o640)

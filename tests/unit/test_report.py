@@ -246,9 +246,11 @@ def test_markdown_shows_utc_windows_comparison_and_versions(tmp_path):
     assert "| h1 | observe (300 s) |" not in markdown  # labels come only from marks that carry one
     assert "| h1 | observe | 2026-11-27 02:01:00.300Z | 2026-11-27 02:06:00.300Z | 300.0 | failed |" in markdown
     # C baseline beside Go for each judged metric, with the volume and the limits.
-    assert ("| h1 | success_rate | 1.000 (0 of 500) | 0.9650 (14 of 400) | >= 0.9800, >= 0.9800 (baseline) | fail |"
+    assert ("| h1 | success_rate | 1.000 (0 dropped packets of 500 packets) | 0.9650 (14 dropped packets of 400 packets) "
+            "| >= 0.9800, >= 0.9800 (baseline) | fail |"
             in markdown)
-    assert "| h1 | bad_handshake_ratio | 0.004000 (1 of 250) | 0.004000 (1 of 250) | <= 0.02400 (baseline) | pass |" in markdown
+    assert ("| h1 | bad_handshake_ratio | 0.004000 (1 bad handshakes of 250 connections) "
+            "| 0.004000 (1 bad handshakes of 250 connections) | <= 0.02400 (baseline) | pass |") in markdown
     # Versions of both binaries.
     assert "C binary: mtproxy-0.02 compiled at Nov 27 2026" in markdown
     assert "Go binary: v1.4.2, sha256 `%s`" % ("ab" * 32) in markdown

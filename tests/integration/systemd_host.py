@@ -1,0 +1,158 @@
+"""A booted systemd test host (a --network none container) and ansible-core module runs against it.
+
+Shared by the module tests that need a real systemd: boot_host() starts one container of the
+test-host image (tests/hosts/build-image.sh, or $MOLECULE_HOST_IMAGE) and removes it afterwards;
+install_standin() puts the stand-in proxy, with the mtproxy_wire module it imports, at binary paths;
+ModuleHost runs one collection module on it through community.docker.docker and returns the result.
+Every wait is bounded.
+"""
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STANDIN_DIR = os.path.join(REPO, 'tests', 'standin')
+BUILD_IMAGE = os.path.join(REPO, 'tests', 'hosts', 'build-image.sh')
+VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+BOOT_WAIT = ('for i in $(seq 1 100); do systemctl is-system-running 2>/dev/null | grep -qE "running|degraded"'
+             ' && exit 0; sleep 0.2; done; exit 1')
+
+
+def docker_unusable():
+    """Why no test host can be booted here, or None."""
+    if not shutil.which('docker'):
+        return 'docker CLI not installed'
+    try:
+        probe = subprocess.run(['docker', 'info'], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 'docker info failed: %s' % exc
+    if probe.returncode != 0:
+        return 'docker engine not reachable: %s' % probe.stderr.decode(errors='replace').strip()[:200]
+    return None
+
+
+def host_image():
+    image = os.environ.get('MOLECULE_HOST_IMAGE')
+    if image:
+        return image
+    build = subprocess.run([BUILD_IMAGE], capture_output=True, timeout=900, check=False)
+    if build.returncode != 0:
+        pytest.skip('test-host image cannot be built: %s' % build.stderr.decode(errors='replace')[-300:])
+    return build.stdout.decode().strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def boot_host(prefix):
+    """(container name, a work directory) of a freshly booted host; skips when Docker is unusable."""
+    reason = docker_unusable()
+    if reason:
+        pytest.skip(reason)
+    image = host_image()
+    name = '%s-%s' % (prefix, uuid.uuid4().hex[:8])
+    workdir = tempfile.mkdtemp(prefix=prefix + '-')
+    try:
+        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none', '--cap-add', 'SYS_ADMIN',
+                        '--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
+                        '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
+                       check=True, capture_output=True, timeout=120)
+        sh(name, BOOT_WAIT)
+        yield name, workdir
+    finally:
+        subprocess.run(['docker', 'rm', '-f', name], capture_output=True, timeout=120, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def sh(name, script, check=True, timeout=120):
+    proc = subprocess.run(['docker', 'exec', name, 'sh', '-c', script], capture_output=True, timeout=timeout,
+                          check=False)
+    out = proc.stdout.decode(errors='replace')
+    if check and proc.returncode != 0:
+        raise AssertionError('%s failed (%d): %s %s' % (script, proc.returncode, out,
+                                                        proc.stderr.decode(errors='replace')))
+    return out
+
+
+def put(name, text, path, mode=0o644):
+    with tempfile.NamedTemporaryFile('w', delete=False) as handle:
+        handle.write(text)
+    try:
+        sh(name, 'mkdir -p %s' % os.path.dirname(path))
+        subprocess.run(['docker', 'cp', handle.name, '%s:%s' % (name, path)], check=True, capture_output=True)
+        sh(name, 'chown root:root %s && chmod %o %s' % (path, mode, path))
+    finally:
+        os.unlink(handle.name)
+
+
+def install_standin(name, binaries):
+    """The stand-in at each binary path (mode 0755), its mtproxy_wire beside each (it imports it)."""
+    with open(os.path.join(STANDIN_DIR, 'mtproxy_standin.py')) as handle:
+        standin = handle.read()
+    with open(os.path.join(STANDIN_DIR, 'mtproxy_wire.py')) as handle:
+        wire = handle.read()
+    for binary in binaries:
+        put(name, standin, binary, 0o755)
+        put(name, wire, os.path.join(os.path.dirname(binary), 'mtproxy_wire.py'))
+
+
+def main_pid(name):
+    return int(sh(name, 'systemctl show -p MainPID --value MTProxy.service').strip())
+
+
+def cmdline(name, pid):
+    raw = subprocess.run(['docker', 'exec', name, 'cat', '/proc/%d/cmdline' % pid], capture_output=True,
+                         check=False).stdout
+    return raw.rstrip(b'\0').decode().split('\0')
+
+
+def wait_port(name, port, host='127.0.0.1', timeout=15):
+    """Bounded: connect until ``host``:``port`` accepts, at most ``timeout`` s."""
+    probe = ('import socket,sys,time\nend=time.time()+%d\nwhile time.time()<end:\n'
+             '    s=socket.socket(socket.AF_INET6 if ":" in %r else socket.AF_INET)\n    try:\n'
+             '        s.connect((%r,%d)); sys.exit(0)\n'
+             '    except OSError: time.sleep(0.05)\n    finally: s.close()\nsys.exit(1)\n') % (timeout, host, host, port)
+    subprocess.run(['docker', 'exec', name, 'python3', '-c', probe], check=True, timeout=timeout + 10)
+
+
+class ModuleHost(object):
+    """Runs collection modules on the host; no value of ``secrets`` may appear in a result."""
+
+    def __init__(self, name, workdir, secrets=()):
+        self.name = name
+        self.workdir = workdir
+        self.secrets = tuple(secrets)
+        self.env = dict(os.environ)
+        self.env.update(
+            ANSIBLE_COLLECTIONS_PATH=os.environ.get('MTPROXY_TEST_COLLECTIONS_PATH',
+                                                    os.path.join(REPO, '.venv', 'collections')),
+            ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_HOST_KEY_CHECKING='0',
+            ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'),
+            ANSIBLE_DEPRECATION_WARNINGS='0')
+
+    def sh(self, script, check=True):
+        return sh(self.name, script, check)
+
+    def module(self, module, args, check=False, diff=False):
+        play = [{'hosts': 'all', 'gather_facts': False,
+                 'vars': {'ansible_python_interpreter': '/usr/bin/python3'},
+                 'tasks': [{'name': module, 'mtproxy.cutover.%s' % module: args, 'ignore_errors': True}]}]
+        path = os.path.join(self.workdir, 'play-%s.json' % uuid.uuid4().hex[:8])
+        with open(path, 'w') as handle:
+            json.dump(play, handle)
+        cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', '%s,' % self.name, '-c', 'community.docker.docker',
+               path] + (['--check'] if check else []) + (['--diff'] if diff else [])
+        proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300, check=False)
+        out = proc.stdout.decode(errors='replace')
+        try:
+            result = json.loads(out[out.index('{'):])['plays'][0]['tasks'][0]['hosts'][self.name]
+        except (ValueError, KeyError, IndexError):
+            raise AssertionError('ansible-playbook gave no result (rc %d): %s %s'
+                                 % (proc.returncode, out[-3000:], proc.stderr.decode(errors='replace')[-3000:]))
+        for secret in self.secrets:
+            assert secret not in json.dumps(result), 'a secret leaked into the result of %s' % module
+        return result
