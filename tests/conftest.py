@@ -1,4 +1,5 @@
 """Make the checkout importable as ansible_collections.mtproxy.cutover for every test."""
+import hashlib
 import os
 import sys
 import tempfile
@@ -7,7 +8,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _collections_root():
-    root = os.path.join(tempfile.gettempdir(), "mtproxy-cutover-collections-%d" % os.getuid())
+    # One root per checkout: two checkouts testing at once must not run each other's code.
+    checkout = hashlib.sha256(REPO_ROOT.encode()).hexdigest()[:12]
+    root = os.path.join(tempfile.gettempdir(), "mtproxy-cutover-collections-%d-%s" % (os.getuid(), checkout))
     link_dir = os.path.join(root, "ansible_collections", "mtproxy")
     link = os.path.join(link_dir, "cutover")
     os.makedirs(link_dir, exist_ok=True)
