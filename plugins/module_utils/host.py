@@ -96,8 +96,10 @@ def read_cmdline(pid):
 
 
 def proc_exe(pid):
+    """The program a process runs, or None when /proc/PID/exe cannot be read: a process of another
+    user needs CAP_SYS_PTRACE (the C proxy after -u nobody, in a container without that capability)."""
     try:
-        return os.path.realpath('/proc/%d/exe' % pid)
+        return os.path.realpath(os.readlink('/proc/%d/exe' % pid))
     except OSError:
         return None
 

@@ -324,6 +324,9 @@ class Symlink(Pointing):
         exec_path = exec_program(self.manifest)
         want = os.path.realpath(self.binary if self.target == 'go' else exec_path)
         exe = proc_exe(pid)
+        if exe is None:
+            # Unreadable (see proc_exe): the argv proof and the switch's /stats flavour check stand alone.
+            return None
         # A script's /proc/PID/exe is its interpreter; then the link it was started through must resolve.
         if exe != want and not (read_shebang(exec_path) and os.path.realpath(exec_path) == want):
             return 'process %d runs %s, expected %s' % (pid, exe, want)

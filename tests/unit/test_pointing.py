@@ -129,3 +129,24 @@ def test_symlink_pointing_back_and_forth(symlink_host_on_go):
     assert not pt.Symlink.runs_go(manifest, state, manifest['argv'], from_cutover=False)
     back.revert()
     assert os.readlink(host['link']) == host['go']
+
+
+def test_symlink_proof_reads_the_program_a_process_runs_and_stands_on_argv_when_it_cannot(
+        symlink_host_on_go, tmp_path, monkeypatch):
+    # On the real C after -u nobody, /proc/PID/exe is unreadable without CAP_SYS_PTRACE (the test
+    # hosts): the rollback was failed with "process N runs None" although C was back.
+    host = symlink_host_on_go
+    with open(host['c_release'], 'wb') as handle:
+        handle.write(b'\x7fELF not a script')
+    with open(os.path.join(host['state_dir'], 'MTProxy', 'manifest.json')) as handle:
+        manifest = json.load(handle)
+    state = {'current': 'go', 'method': 'symlink', 'binary': host['go'],
+             'previous_good': {'link_target': host['c_release']}}
+    back = pt.pointing_for(manifest, state, 'c', manifest['argv'][0])
+    back.apply()
+    monkeypatch.setattr(pt, 'proc_exe', lambda pid: None)
+    assert back.exe_mismatch(1234) is None
+    monkeypatch.setattr(pt, 'proc_exe', lambda pid: host['go'])
+    assert back.exe_mismatch(1234) == 'process 1234 runs %s, expected %s' % (host['go'], host['c_release'])
+    monkeypatch.setattr(pt, 'proc_exe', lambda pid: host['c_release'])
+    assert back.exe_mismatch(1234) is None
