@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from loopback import free_port, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN_DIR = os.path.join(os.path.dirname(HERE), "standin")
@@ -53,25 +54,6 @@ def fixture_keys(name):
 
 def fixture_header_names(name):
     return [line.split(":", 1)[0] for line in fixture_text(name).splitlines()[1:] if line]
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def wait_for(predicate, timeout=5.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
 
 
 def parse_body(body):

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from loopback import free_port, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN_DIR = os.path.join(os.path.dirname(HERE), "standin")
@@ -37,23 +38,6 @@ def load(path, name):
 
 testbackend = load(TESTBACKEND, "mtproxy_testbackend")
 testclient = load(TESTCLIENT, "mtproxy_testclient")
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def wait_for(predicate, timeout=5.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
 
 
 def recv_exactly(sock, size, timeout=3.0):

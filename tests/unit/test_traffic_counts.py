@@ -13,13 +13,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 import pytest
+from loopback import free_port, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN_DIR = os.path.join(os.path.dirname(HERE), "standin")
@@ -47,23 +47,6 @@ def binary_for(flavour, workdir):
     launcher = os.path.join(workdir, "mtproto-proxy-go" if flavour == "go" else "mtproto-proxy")
     shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_launcher.py"), launcher)
     return [sys.executable, launcher]
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
-def wait_for(predicate, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
 
 
 def stats(port):
