@@ -161,7 +161,9 @@ class Backend(object):
         stats["elapsed_s"] = round(time.monotonic() - self.t0, 3)
         return stats
 
-    def write_stats_file(self, force=False):
+    def write_stats_file(self, force=False, stats=None):
+        """Write ``stats`` (default: a fresh snapshot) when the counts moved, at most every
+        STATS_FILE_INTERVAL_S unless ``force``; the final call passes the exit summary itself."""
         if not self.stats_file:
             return
         now = time.monotonic()
@@ -171,7 +173,7 @@ class Backend(object):
         tmp = "%s.%d.tmp" % (self.stats_file, os.getpid())
         try:
             with open(tmp, "w") as handle:
-                handle.write(json.dumps(self.snapshot(), sort_keys=True) + "\n")
+                handle.write(json.dumps(stats or self.snapshot(), sort_keys=True) + "\n")
             os.replace(tmp, self.stats_file)
         except (IOError, OSError) as exc:
             self.stats_file = None
@@ -379,7 +381,7 @@ class Backend(object):
         for key in list(self.sel.get_map().values()):
             key.fileobj.close()
         stats = self.snapshot()
-        self.write_stats_file(force=True)
+        self.write_stats_file(force=True, stats=stats)
         return stats
 
 
