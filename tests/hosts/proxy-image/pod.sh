@@ -1,0 +1,38 @@
+#!/bin/sh
+# Main process of a fleet's pod container (tests/hosts/container_fleet.py). The pod owns the network
+# namespace its proxy container joins (--network container:<pod>), so the test backend and the test
+# client keep running while the proxy container is recreated from another image:
+#   - the test backend on the loopback targets of the baked /etc/mtproxy/proxy-multi.conf, answering
+#     the C proxy's RPC (keyed by the image's aes-pwd) and the Go port's frames;
+#   - with CLIENT_RATE > 0, a steady mixed test client against the proxy's port 443 (rate per second,
+#     10 % junk connections), one bounded run after another (CLIENT_RUN_S seconds each, default 60,
+#     at most 600); each run's summary line goes to /tmp/client.log. Its secret is
+#     /etc/mtproxy-test/client-secret (put there before the start).
+# Everything is bounded: the pod stops by itself after LIFETIME seconds (default 7200).
+set -u
+lifetime=${LIFETIME:-7200}
+rate=${CLIENT_RATE:-0}
+run_s=${CLIENT_RUN_S:-60}
+[ "$run_s" -le 600 ] || run_s=600
+deadline=$(($(date +%s) + lifetime))
+client=
+
+python3 /opt/mtproxy-test/mtproxy_testbackend.py --from-config /etc/mtproxy/proxy-multi.conf \
+  --aes-pwd /etc/mtproxy/proxy-secret --max-seconds "$lifetime" --stats-file /tmp/backend.json &
+backend=$!
+trap 'kill -TERM $backend $client 2>/dev/null; exit 0' TERM INT
+
+if [ "$rate" != 0 ]; then
+  while kill -0 "$backend" 2>/dev/null; do
+    left=$((deadline - $(date +%s)))
+    [ "$left" -gt 5 ] || break
+    [ "$left" -le "$run_s" ] || left=$run_s
+    python3 /opt/mtproxy-test/mtproxy_testclient.py --port 443 --secret-file /etc/mtproxy-test/client-secret \
+      --mode mixed --rate "$rate" --junk-share 0.1 --count 10000 --max-seconds "$left" >>/tmp/client.log 2>&1 &
+    client=$!
+    wait "$client"
+    client=
+    sleep 2
+  done
+fi
+wait "$backend"
