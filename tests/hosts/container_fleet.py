@@ -369,10 +369,29 @@ def start_host(record, entry, faults):
         copy_in(entry["name"], FAULTS_IN_VOLUME, json.dumps(faults) + "\n")
     docker("start", entry["name"])
     flavour, waited = wait_ready(entry["name"], record["ready_timeout_s"])
-    entry["spec"] = proxy_spec(entry["name"])[0]
+    docker("exec", entry["pod"], "touch", "/tmp/start-clients")  # the steady client starts now
+    spec, doc = proxy_spec(entry["name"])
+    entry["spec"] = spec
+    entry["container_id"] = doc["Id"]
+    entry["pod_id"] = inspect("container", entry["pod"])["Id"]
     entry["flavour_at_up"] = flavour
     entry["ready_s"] = round(waited, 2)
     return entry
+
+
+def private_go_image(prefix, go_image, archive):
+    """A copy of go_image that exists only in archive: one more (empty) layer gives it an ID of its own,
+    `docker save` writes it, and it is removed from the engine. Returns (tag, ID)."""
+    tag = "%s-%s" % (go_image, prefix)
+    docker("build", "--network", "none", "-q", "-t", tag, "-", input_text='FROM %s\nRUN ["/bin/true"]\n' % go_image,
+           timeout=600)
+    private_id = image_id(tag)
+    tmp = archive + ".tmp"
+    docker("save", "-o", tmp, tag, timeout=600)
+    os.replace(tmp, archive)
+    docker("rmi", tag)
+    log("Go image %s (%s) is only in %s" % (tag, private_id, archive))
+    return tag, private_id
 
 
 def build_images(go_archive):
@@ -407,7 +426,7 @@ def yaml_inventory(record):
 def group_vars(record):
     out = {
         "ansible_connection": "local",
-        "ansible_python_interpreter": machine_python(),
+        "ansible_python_interpreter": record.get("python") or machine_python(),
         "mtproxy_cutover_method": "container",
         "mtproxy_cutover_state_dir": record["state_dir"],
     }
@@ -474,14 +493,14 @@ def cmd_up(args):
     names = [host_name(prefix, i) for i in range(1, args.count + 1)]
     faults = parse_faults(args.faults, names)
     go_archive = os.path.abspath(args.go_archive) if args.go_archive else None
-    c_image, go_image = args.c_image, args.go_image
+    c_image, go_image, go_private = args.c_image, args.go_image, None
     if not c_image:
-        c_image, built_go = build_images(go_archive)
+        c_image, built_go = build_images(None if args.go_archive_only or go_image else go_archive)
         go_image = go_image or built_go
-    elif go_archive and go_image and not os.path.exists(go_archive):
+    if args.go_archive_only:
+        go_image, go_private = private_go_image(prefix, go_image, go_archive)
+    elif go_archive and not os.path.exists(go_archive):
         docker("save", "-o", go_archive, go_image, timeout=600)
-    if go_archive and not os.path.exists(go_archive):
-        raise FleetError("--go-archive %s was not written (give --go-image, or no --c-image)" % go_archive)
     os.makedirs(base_dir(), exist_ok=True)
     os.makedirs(fleet_dir(prefix), mode=0o700)
     os.chmod(fleet_dir(prefix), 0o700)
@@ -491,8 +510,9 @@ def cmd_up(args):
         "prefix": prefix,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "c_image": c_image, "c_image_id": image_id(c_image),
-        "go_image": go_image, "go_image_id": image_id(go_image) if go_image else None,
-        "go_archive": go_archive,
+        "go_image": go_image, "go_image_id": go_private or (image_id(go_image) if go_image else None),
+        "go_archive": go_archive, "go_private": bool(go_private),
+        "python": args.python or machine_python(),
         "pod_image": args.pod_image or c_image,
         "state_dir": state_dir,
         "secret_in_volume": args.secret_in_volume,
@@ -584,8 +604,12 @@ def background_clients(entry):
 
 def snapshot_host(record, entry):
     spec, doc = proxy_spec(entry["name"])
+    pod = inspect("container", entry["pod"]) or {"Id": None, "State": {}}
     out = {
         "container_id": doc["Id"],
+        "recreated_since_up": doc["Id"] != entry.get("container_id"),
+        "pod_id": pod["Id"],
+        "pod_running": bool(pod["State"].get("Running")),
         "status": doc["State"]["Status"],
         "restart_count": doc.get("RestartCount", 0),
         "started_at": doc["State"].get("StartedAt"),
@@ -665,13 +689,16 @@ def cmd_down(args):
         prefixes.add(args.prefix)
     removed_c, removed_v = [], []
     for prefix in sorted(prefixes):
-        names = []
+        names, private_image = [], None
         try:
-            for entry in load_record(prefix)["hosts"]:
-                names += [entry["name"], entry["pod"]]
+            record = load_record(prefix)
+            names = [name for entry in record["hosts"] for name in (entry["name"], entry["pod"])]
+            private_image = record["go_image_id"] if record.get("go_private") else None
         except (FleetError, ValueError, KeyError):
             pass
         containers, volumes = remove_fleet(prefix, names)
+        if private_image and inspect("image", private_image) is not None:
+            docker("rmi", "-f", private_image, check=False)
         removed_c += containers
         removed_v += volumes
     log("removed %d containers, %d volumes (%s)" % (len(removed_c), len(removed_v), ", ".join(sorted(prefixes))))
@@ -703,6 +730,10 @@ def parse_args(argv):
     up.add_argument("--c-image", help="image the proxies start from (default: build-proxy-images.sh's C image)")
     up.add_argument("--go-image", help="Go image for the inventory (default: build-proxy-images.sh's Go image)")
     up.add_argument("--go-archive", help="docker save of the Go image here; the inventory names it")
+    up.add_argument("--go-archive-only", action="store_true",
+                    help="the Go image exists only in --go-archive: a private copy (its own ID) is saved there and "
+                         "removed from the engine, so that the cutover has to load it; `down` removes it again")
+    up.add_argument("--python", help="ansible_python_interpreter of the hosts (default: /usr/bin/python3)")
     up.add_argument("--pod-image", help="image of the pod containers (default: the C image)")
     up.add_argument("--secret-in-volume", action="store_true", help="secret in /data/secret, no SECRET env")
     up.add_argument("--workers", type=int, default=1, help="WORKERS of the proxies (default 1)")
@@ -760,6 +791,8 @@ def parse_args(argv):
             parser.error("--client-rate must be 0..200, --workers 1..16, --client-run-seconds 5..600")
         if args.go_archive and args.c_image and not args.go_image:
             parser.error("--go-archive with --c-image needs --go-image")
+        if args.go_archive_only and not args.go_archive:
+            parser.error("--go-archive-only needs --go-archive")
     if args.command in ("traffic", "snapshot"):
         seconds = args.seconds if args.command == "traffic" else args.traffic_seconds
         if not 0 <= seconds <= 120 or not 0 < args.rate <= 200 or not 0 <= args.packets <= 100:
