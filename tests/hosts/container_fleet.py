@@ -98,8 +98,8 @@ def docker(*args, check=True, timeout=DOCKER_TIMEOUT_S, input_text=None):
     except OSError as exc:
         raise FleetError("docker CLI: %s" % exc)
     if check and proc.returncode != 0:
-        raise FleetError("docker %s failed (%d): %s" % (" ".join(str(a) for a in args[:2]), proc.returncode,
-                                                       proc.stderr.strip()[-600:]))
+        command = " ".join(str(a) for a in args[:2])
+        raise FleetError("docker %s failed (%d): %s" % (command, proc.returncode, proc.stderr.strip()[-600:]))
     return proc
 
 
@@ -236,7 +236,7 @@ def read_stats(host, timeout=2.0, pid=None):
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
         raise FleetError("%s: /stats does not answer: %s" % (host, lines[-1] if lines else proc.returncode))
-    status, _, body = proc.stdout.partition("\n")
+    status, body = (proc.stdout.split("\n", 1) + [""])[:2]
     if status != "200":
         raise FleetError("%s: /stats answered HTTP %s" % (host, status))
     values = parse_stats(body)
@@ -653,7 +653,7 @@ def replace_host(record, entry, image, timeout_s):
     docker("rm", entry["name"])
     docker("run", "-d", *run_options(record, entry), image)
     t_run = time.monotonic()
-    flavour, _ = wait_ready(entry["name"], timeout_s)
+    flavour = wait_ready(entry["name"], timeout_s)[0]
     t_ready = time.monotonic()
     return {"stop_ms": int((t_stopped - t0) * 1000), "run_ms": int((t_run - t_stopped) * 1000),
             "ready_ms": int((t_ready - t_run) * 1000), "window_ms": int((t_ready - t0) * 1000),

@@ -34,7 +34,7 @@ OFFICIAL_CMD = ["/bin/sh", "-c", "/bin/bash /run.sh"]
 def run(command, timeout=600):
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, "%s failed (%d):\n%s\n%s" % (command, proc.returncode, proc.stdout[-3000:],
-                                                               proc.stderr[-3000:])
+                                                              proc.stderr[-3000:])
     return proc
 
 
@@ -154,7 +154,8 @@ def test_proxies_run_the_c_image_as_the_official_one_is_run(fleet, images):
         assert [(m["Type"], m["Name"], m["Destination"]) for m in doc["Mounts"]] == [("volume", entry["volume"], "/data")]
         # run.sh kept the secret on the volume, and never printed it.
         assert run(["docker", "exec", entry["name"], "cat", "/data/secret"]).stdout.strip() == entry["secret"]
-        logs = subprocess.run(["docker", "logs", entry["name"]], capture_output=True, text=True, timeout=60)
+        logs = subprocess.run(["docker", "logs", entry["name"]], capture_output=True, text=True, timeout=60,
+                              check=True)
         assert entry["secret"] not in logs.stdout + logs.stderr
 
 
