@@ -20,6 +20,7 @@ import time
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
     ArgvError, client_probe_hosts, parse_argv, redact_argv, redact_text, secret_values)
 from ansible_collections.mtproxy.cutover.plugins.module_utils import baseline as bl
+from ansible_collections.mtproxy.cutover.plugins.module_utils import bridge as br
 from ansible_collections.mtproxy.cutover.plugins.module_utils import manifest as mf
 from ansible_collections.mtproxy.cutover.plugins.module_utils import refusals as rf
 from ansible_collections.mtproxy.cutover.plugins.module_utils import unit as un
@@ -327,6 +328,7 @@ def freeze_host(params, run_command, check_mode, now, warnings):
     result = freeze(params, run_command, now, warnings)
     parsed = parse_argv(result.pop("_argv"))
     result["client_hosts"] = client_probe_hosts(parsed, ipv6_loopback())
+    br.check_at_freeze(params, parsed, result)
     observe_stats(params, result, parsed, warnings)
     return persist(result, check_mode)
 
@@ -348,6 +350,7 @@ def argument_spec():
         stats_check=dict(type="bool", default=True),
         method=dict(type="str", choices=sorted(pt.METHODS)),
         allow_no_baseline=dict(type="bool", default=False),
+        handover=dict(type="str", choices=list(br.MODES), default="restart"),
         baseline_samples=dict(type="int", default=0),
         baseline_interval=dict(type="float", default=5.0),
     )

@@ -27,6 +27,12 @@ CGROUP_ROOTS = ('/sys/fs/cgroup', '/sys/fs/cgroup/unified')
 
 
 JOURNAL_LINES = 20
+# While a bridge handover's redirect is in place (bridge.py) the flip's own TCP probes carry this
+# packet mark (SO_MARK, needs CAP_NET_ADMIN), which the redirect skips: they reach the service's own
+# socket, never the bridge. 0: probes are unmarked.
+PROBE_MARK = 0
+SO_MARK = getattr(socket, 'SO_MARK', 36)
+
 
 
 class HostError(Exception):
@@ -131,6 +137,8 @@ def tcp_probe(port, host=LOOPBACK_V4, timeout=0.05):
     except OSError:
         return 'no_answer'
     sock.settimeout(timeout)
+    if PROBE_MARK:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, PROBE_MARK)
     try:
         sock.connect((host, port))
         return 'accepts'

@@ -125,7 +125,12 @@ def atomic_write(path, text):
     """Replace ``path`` with ``text`` (mode 0644) by rename, creating its directory if missing."""
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
-        os.makedirs(directory)
+        try:
+            os.makedirs(directory)
+        except OSError:
+            # Another host's worker created it meanwhile (two incident notes of one wave at once).
+            if not os.path.isdir(directory):
+                raise
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w") as handle:
@@ -417,6 +422,9 @@ def summarize_host(stages):
         "failures": failures,
         "timings": dict((k, (flip.get("timings") or {}).get(k)) for k in TIMING_KEYS),
         "rollback_timings": dict((k, (rollback.get("timings") or {}).get(k)) for k in TIMING_KEYS) if rollback else None,
+        # The bridge handover's figures of the flip and of the rollback (mtproxy_switch handover_bridge).
+        "bridge": flip.get("bridge") or None,
+        "rollback_bridge": rollback.get("bridge") or None,
         "binary": rollback.get("binary") if result == "rolled_back" else (flip.get("binary") or freeze.get("binary")),
         "flavor": {"on_go": "go", "rolled_back": "c", "on_c": "c"}.get(result),
         "versions": {"c": freeze.get("c_version") or None,

@@ -418,14 +418,27 @@ C_STATS_UNSAFE = ('the C proxy runs with -6 and aborts on any connection to its 
 
 def switch_service(service, state_dir, target, binary=None, method=None, listen_timeout=15.0,
                    stop_timeout=30.0, check_mode=False, systemd_dir=SYSTEMD_DIR, force_restart=False,
-                   journal_lines=0, handover='listeners_closed', stats_check=True):
+                   journal_lines=0, handover='listeners_closed', stats_check=True, bridge=None):
     """Point ``service`` at ``target`` and restart it; returns the module result (without secrets).
 
     With ``stats_check`` (not in check mode) the result is then proven by /stats: the binary
-    answering the manifest's stats URL must be the target's (``stats_flavor``).
+    answering the manifest's stats URL must be the target's (``stats_flavor``). With ``bridge`` (a
+    ``bridge.Handover``) new clients go to a bridge while the service restarts; it is drained and
+    stopped before this returns or raises, and its figures are ``result['bridge']``.
     """
-    result = _switch(service, state_dir, target, binary, method, listen_timeout, stop_timeout, check_mode,
-                     systemd_dir, force_restart, journal_lines, handover)
+    try:
+        result = _switch(service, state_dir, target, binary, method, listen_timeout, stop_timeout, check_mode,
+                         systemd_dir, force_restart, journal_lines, handover, bridge)
+    except SwitchError as exc:
+        if bridge is not None:
+            exc.details['bridge'] = record_bridge(state_dir, service, bridge.finish())
+        raise
+    except Exception:
+        if bridge is not None:
+            bridge.finish()
+        raise
+    if bridge is not None:
+        result['bridge'] = record_bridge(state_dir, service, bridge.finish())
     if target == 'c' and c_stats_unsafe(load_manifest(state_dir, service)):
         # Never a connection to the stats port of a C proxy with -6: it aborts on any.
         result['stats_skipped'] = C_STATS_UNSAFE
@@ -434,8 +447,18 @@ def switch_service(service, state_dir, target, binary=None, method=None, listen_
     return result
 
 
+def record_bridge(state_dir, service, record):
+    """A bridge handover's figures, kept in the last switch of state.json too; None when no bridge ran."""
+    if record.get('diverted_ms') is not None:
+        state = load_state(state_dir, service)
+        if state and state.get('history'):
+            state['history'][-1]['bridge'] = record
+            save_state(state_dir, service, state)
+    return record if record.get('ready_ms') is not None else None
+
+
 def _switch(service, state_dir, target, binary, method, listen_timeout, stop_timeout, check_mode, systemd_dir,
-            force_restart, journal_lines, handover):
+            force_restart, journal_lines, handover, bridge=None):
     if target not in TARGETS:
         raise SwitchError('target must be one of %s' % ', '.join(TARGETS))
     if handover not in HANDOVERS:
@@ -495,6 +518,9 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
         result['previous_good'] = new_state['previous_good']
         return result
 
+    if bridge is not None:
+        # Before anything changes: a bridge that does not get ready stops the switch with the host as it was.
+        bridge.start(binary, skip_stats=target == 'c' and stats_unsafe)
     pointing.apply()
     systemd.daemon_reload()
     check_exec_start_in_effect(systemd, pointing, pointing.exec_path())
@@ -507,6 +533,8 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
     if not client_port:
         raise SwitchError('the manifest has no client port to wait for')
     try:
+        if bridge is not None:
+            bridge.divert()
         # With -6 the stats port is first touched by the /stats proof, once the argv proved Go runs.
         timings, failure = restart_measured(systemd, int(client_port),
                                             None if stats_unsafe else manifest.get('stats_port'),
@@ -515,6 +543,9 @@ def _switch(service, state_dir, target, binary, method, listen_timeout, stop_tim
                                             client_hosts=result['client_hosts'])
     except SwitchError as exc:
         raise SwitchError(redact_text(str(exc), secrets), changed=True, target=target, binary=binary, method=method)
+    if bridge is not None:
+        # The service accepts (or failed to): new clients reach it again, the bridge keeps its own.
+        bridge.restore()
     result.update(timings=timings, restarted=True)
     main_pid = systemd.main_pid()
     result['main_pid'] = main_pid

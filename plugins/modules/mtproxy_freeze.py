@@ -84,6 +84,18 @@ options:
         option such a host is refused. The result's RV(stats_readable) is then false.
     type: bool
     default: false
+  handover:
+    description:
+      - How M(mtproxy.cutover.mtproxy_switch) will restart the service (C(mtproxy_cutover_handover)).
+      - V(bridge) (C(handover_bridge) of the switch) needs C(nft) (nftables) or C(iptables) and
+        C(CAP_NET_ADMIN) on the host; a host without them is refused here (C(bridge_unsupported)), with
+        the reason, before anything is written.
+      - Whatever the value, every run first removes what an interrupted bridge handover left behind
+        (its nftables table or iptables chains and its C(<service>-bridge.service);
+        RV(leftovers_removed)).
+    type: str
+    choices: [restart, bridge]
+    default: restart
   baseline_samples:
     description:
       - With O(stats_check), take this many C(/stats) samples of a C host as its baseline when the
@@ -228,16 +240,23 @@ client_hosts:
   type: list
   elements: str
   sample: [127.0.0.1]
+leftovers_removed:
+  description: What an interrupted bridge handover had left on the host and this run removed (in check mode, found).
+  returned: success
+  type: list
+  elements: str
 refused:
   description:
     - On a refusal, which host shape was refused (C(exec_wrapper), C(edited_not_restarted),
-      C(argv_differs), C(dropin_overridden), C(no_stats_port), C(no_http_stats), C(ipv6_stats)).
+      C(argv_differs), C(dropin_overridden), C(no_stats_port), C(no_http_stats), C(ipv6_stats),
+      C(bridge_unsupported)).
   returned: failure
   type: str
   sample: ipv6_stats
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mtproxy.cutover.plugins.module_utils import bridge as br
 from ansible_collections.mtproxy.cutover.plugins.module_utils import freeze as fz
 from ansible_collections.mtproxy.cutover.plugins.module_utils import unit as un
 
@@ -247,6 +266,10 @@ def main():
     invalid = fz.check_params(module.params)
     if invalid:
         module.fail_json(msg=invalid)
+    # An interrupted bridge handover's redirect and bridge go first, whatever this freeze decides.
+    leftovers = br.clear_leftovers(module.params["service"], module.params["state_dir"], module.check_mode)
+    for text in leftovers:
+        module.warn("%s: %s" % ("found" if module.check_mode else "removed", text))
     warnings = []
     try:
         result = fz.freeze_host(module.params, module.run_command, module.check_mode, fz.now_utc(), warnings)
@@ -255,6 +278,7 @@ def main():
         for warning in warnings:
             module.warn(warning)
         module.fail_json(msg=fz.failure_message(message, warnings), **details)
+    result["leftovers_removed"] = leftovers
     for warning in result["warnings"]:
         module.warn(warning)
     if not module._diff:

@@ -39,6 +39,11 @@ description:
     the intended program.
   - Does nothing (V(changed=false), no restart) when the unit already points at the target, the live
     process runs it with the expected argv and the state file agrees.
+  - With O(handover_bridge) new clients are handed to a bridge while the service restarts, so the client
+    port never refuses (see O(handover_bridge)).
+  - Every run first removes what an interrupted bridge handover left behind (its nftables table or
+    iptables chains and its C(<service>-bridge.service)), whatever O(handover_bridge) says
+    (RV(leftovers_removed)).
   - Secrets (C(-S), C(-P) values) never appear in results, diffs or messages.
 version_added: 0.1.0
 author:
@@ -103,6 +108,38 @@ options:
     type: str
     default: listeners_closed
     choices: [listeners_closed, wait_exit]
+  handover_bridge:
+    description:
+      - Hand new clients to a bridge while the service restarts, so that the client port never refuses a
+        connection (C(mtproxy_cutover_handover=bridge)). For the systemd methods (V(dropin), V(symlink)).
+      - Before anything changes, the target binary (the Go binary, or the frozen C binary for O(target=c))
+        is started with the frozen flags on free side ports as the transient unit
+        C(<service>-bridge.service) and judged ready like M(mtproxy.cutover.mtproxy_prewarm); if it does not
+        get ready the module fails and the host is left as it was.
+      - Just before the restart, a table of the collection's own (nftables C(inet mtproxy_cutover_<service>),
+        or iptables chains C(MTPXC-<service>-*) where there is no C(nft); IPv4 only) redirects new TCP
+        connections to this host's client port(s), locally generated ones too, to the bridge's port(s);
+        open connections stay with the old process. The module's own probes carry the packet mark
+        C(0x6d747078), which the redirect skips, so the restart is judged on the service itself.
+      - Once the service accepts again the redirect rules are removed and the bridge drains. It is
+        stopped when it has no established connection or after O(bridge_drain) seconds, whichever
+        comes first (its remaining clients are cut then). The table is deleted with it.
+      - The bridge unit has C(RuntimeMaxSec=) and an C(ExecStopPost=) that deletes the redirect, so neither
+        outlives a module run that died.
+      - When a restart is due, a host without C(nft) or C(iptables), or where the module runs without
+        C(CAP_NET_ADMIN), is refused (C(refused=bridge_unsupported)) before anything changes, also in
+        check mode. A host that needs no restart is left alone.
+      - Figures in RV(bridge).
+    type: bool
+    default: false
+  bridge_drain:
+    description: Seconds the bridge may keep its clients after the service accepts again (O(handover_bridge)).
+    type: float
+    default: 10
+  bridge_ready_timeout:
+    description: Seconds the bridge may take to get ready (O(handover_bridge)).
+    type: float
+    default: 15
   stats_check:
     description:
       - After the switch, and also when nothing had to change, read the manifest's C(/stats) URL on
@@ -128,6 +165,7 @@ options:
 requirements:
   - Python 3 on the managed host (standard library only).
   - systemd.
+  - With O(handover_bridge), C(nft) (nftables) or C(iptables) and C(CAP_NET_ADMIN).
 attributes:
   check_mode:
     support: full
@@ -248,10 +286,30 @@ client_hosts:
   type: list
   elements: str
   sample: [127.0.0.1]
+bridge:
+  description:
+    - With O(handover_bridge), the handover's figures (also kept in the switch's C(state.json) entry).
+    - C(backend) (V(nft) or V(iptables)), C(unit), C(binary), C(ports) (client and bridge port pairs),
+      C(ready_ms) (bridge start until ready), C(refused) (connects refused on a client or bridge port
+      while the table was there, counted by the kernel, 0 expected), C(redirected) (new connections
+      sent to the bridge), C(served) (C(redirected) - C(refused)), C(dropped) (connections the old
+      process still had when it was stopped), C(diverted_ms) (how long the redirect was in place),
+      C(drain_ms) and C(drained) (from the redirect's removal until the bridge had no connection, or
+      O(bridge_drain) ran out), C(cut_at_drain) (its connections still open when it was stopped),
+      C(stop_ms), C(errors).
+  returned: when O(handover_bridge)
+  type: dict
+  sample: {backend: nft, refused: 0, redirected: 12, served: 12, dropped: 3, diverted_ms: 96.1, drain_ms: 180.2,
+           drained: true, cut_at_drain: 0}
+leftovers_removed:
+  description: What an interrupted bridge handover had left on the host and this run removed (in check mode, found).
+  returned: always
+  type: list
+  elements: str
 refused:
   description:
     - On a refusal before any restart, which host shape was refused (C(dropin_overridden),
-      C(exec_start_not_in_effect)); the host was left as it was.
+      C(exec_start_not_in_effect), C(bridge_unsupported)); the host was left as it was.
   returned: failure
   type: str
   sample: dropin_overridden
@@ -259,7 +317,19 @@ refused:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.mtproxy.cutover.plugins.module_utils.bridge import Handover, clear_leftovers
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError, switch_service
+
+
+def bridge_for(module):
+    """The bridge handover of a systemd method, or None. It checks the host once a restart is due."""
+    params = module.params
+    if not params['handover_bridge']:
+        return None
+    # Its lifetime bounds the bridge unit even if this module run dies: the stop (with its SIGKILL), the
+    # listen wait, the /stats proof and a margin; the drain, its start and stop are added to it.
+    return Handover(params['service'], params['state_dir'], params['bridge_drain'], params['bridge_ready_timeout'],
+                    lifetime_s=2 * params['stop_timeout'] + params['listen_timeout'] + 65)
 
 
 def main():
@@ -276,25 +346,40 @@ def main():
             journal_lines=dict(type='int', default=0),
             handover=dict(type='str', default='listeners_closed', choices=['listeners_closed', 'wait_exit']),
             stats_check=dict(type='bool', default=True),
+            handover_bridge=dict(type='bool', default=False),
+            bridge_drain=dict(type='float', default=10),
+            bridge_ready_timeout=dict(type='float', default=15),
         ),
         required_if=[('target', 'go', ['binary'])],
         supports_check_mode=True,
     )
     params = module.params
+    if not 0 <= params['bridge_drain'] <= 3600 or not 0 < params['bridge_ready_timeout'] <= 600:
+        module.fail_json(msg='bridge_drain must be 0..3600 and bridge_ready_timeout 0..600 seconds')
+    leftovers = []
     try:
+        leftovers = clear_leftovers(params['service'], params['state_dir'], module.check_mode)
+        bridge = bridge_for(module)
         result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
                                 params['method'], params['listen_timeout'], params['stop_timeout'],
                                 check_mode=module.check_mode, force_restart=params['force_restart'],
                                 journal_lines=params['journal_lines'], handover=params['handover'],
-                                stats_check=params['stats_check'])
+                                stats_check=params['stats_check'], bridge=bridge)
+        if bridge is not None and module.check_mode and result['changed']:
+            # The switch would restart: a host that cannot run the bridge is refused in check mode too.
+            bridge.check()
     except SwitchError as exc:
         details = dict(exc.details)
+        details['leftovers_removed'] = leftovers
         details.pop('diff', None)
         module.fail_json(msg=str(exc), **details)
     except (IOError, OSError) as exc:
         module.fail_json(msg='switching %s failed on the host: %s' % (params['service'], exc))
     if not module._diff:
         result.pop('diff', None)
+    result['leftovers_removed'] = leftovers
+    for leftover in leftovers:
+        module.warn('%s: %s' % ('found' if module.check_mode else 'removed', leftover))
     module.exit_json(**result)
 
 

@@ -5,13 +5,15 @@ C hosts (tests/hosts/prepare_proxy_host.yml, stand-in binaries unless MTPROXY_C_
 MTPROXY_GO_BINARY are set), then:
   1. flip window on the first host: prober.py (1 ms connect loop inside the host) during the
      flip_binary role (C -> Go) and the rollback role (Go -> C, without and with 20 held clients),
-     next to floor.py (the same binaries stopped and started by hand) — BENCH_REPEATS rounds;
+     next to floor.py (the same binaries stopped and started by hand) — BENCH_REPEATS rounds; in the
+     same rounds the bridge handover (mtproxy_cutover_handover=bridge): 2 flips and 2 rollbacks a
+     round, one of each with 20 held clients, under the same prober;
   2. fleet scale: wall time of cutover.yml on each size of BENCH_SIZES with short fixed windows;
   3. judge cost (judge_cost.py).
 Prints a table and writes artifacts/bench/results.json. The fleet is removed on exit.
 
 Environment: BENCH_SIZES=1,5,10,20 BENCH_REPEATS=7 BENCH_WAIT_EXIT_REPEATS=2 BENCH_PREFIX=bench
-BENCH_FORKS=25 BENCH_SKIP=flip,fleet,judge (any of them) BENCH_KEEP=1 (leave the hosts),
+BENCH_FORKS=25 BENCH_SKIP=flip,bridge,fleet,judge (any of them) BENCH_KEEP=1 (leave the hosts),
 BENCH_CLIENT_RATE=4 (test-client connections/s on every host; the fleet runs judge their windows
 with the SLO's minimum counts lowered to match), MOLECULE_HOST_IMAGE (else
 tests/hosts/build-image.sh is run).
@@ -50,6 +52,8 @@ WINDOWS = {'canary': 2, 'wave': 2, 'baseline': 2, 'prewarm': 2, 'interval': 1}
 # stand-ins and backends alone keep both cores of a 2-vCPU machine busy, and that would be
 # measured instead of the playbooks.
 BENCH_THRESHOLDS = {'min_packets': 5, 'min_connections': 5}
+# How long a bridge may keep its clients after a bench flip (the prober's connections close at once).
+BRIDGE_DRAIN_S = 5
 
 
 def env_list(name, default):
@@ -120,7 +124,7 @@ class Bench:
         self.down(quiet=True)
         log('booting %d hosts (%s)' % (count, image))
         self.sh([sys.executable, os.path.join(HOSTS_DIR, 'fleet.py'), 'up', '--name-prefix', self.prefix,
-                 '--count', str(count), '--canaries', '1', '--image', image,
+                 '--count', str(count), '--canaries', '1', '--image', image, '--cap-add', 'NET_ADMIN',
                  '--inventory', os.path.join(self.workdir, 'inventory-all.yml')], timeout=600)
         self.all_hosts = count
         log('preparing them as C hosts')
@@ -167,9 +171,9 @@ class Bench:
         out, _err = proc.communicate(timeout=60)
         return json.loads(out)
 
-    def last_switch_timings(self, host):
+    def last_switch(self, host):
         state = json.loads(self.dexec(host, 'cat', '/var/lib/mtproxy-cutover/MTProxy/state.json').stdout)
-        return state['history'][-1].get('timings') or {}
+        return state['history'][-1]
 
     def hold_clients(self, host):
         self.dexec(host, 'systemd-run', '--unit', 'bench-held', '--collect', '/usr/bin/python3', CLIENT, '--port',
@@ -180,19 +184,25 @@ class Bench:
     def release_clients(self, host):
         self.dexec(host, 'systemctl', 'stop', 'bench-held', check=False)
 
-    def measured_switch(self, host, inventory, action, handover='listeners_closed', held=False):
+    def measured_switch(self, host, inventory, action, handover='listeners_closed', held=False, mode='restart'):
         if held:
             self.hold_clients(host)
         prober = self.start_prober(host)
         try:
             seconds, _proc = self.playbook(inventory, os.path.join(HERE, 'flip.yml'), '-e', 'bench_action=%s' % action,
                                            '-e', 'bench_go_binary=%s' % self.host_go_binary(),
-                                           '-e', 'bench_handover=%s' % handover)
+                                           '-e', 'bench_handover=%s' % handover,
+                                           '-e', 'mtproxy_cutover_handover=%s' % mode,
+                                           '-e', 'mtproxy_cutover_bridge_drain_s=%d' % BRIDGE_DRAIN_S)
         finally:
             probe = self.stop_prober(host, prober)
             if held:
                 self.release_clients(host)
-        probe['module_timings'] = self.last_switch_timings(host)
+        switch = self.last_switch(host)
+        probe['module_timings'] = switch.get('timings') or {}
+        probe['bridge'] = switch.get('bridge')
+        probe['mode'] = mode
+        probe['held'] = HELD_CLIENTS if held else 0
         probe['playbook_s'] = round(seconds, 2)
         return probe
 
@@ -229,7 +239,8 @@ class Bench:
 
     def flip_rounds(self, host, inventory, c_bin, go_bin):
         runs = {k: [] for k in ('floor', 'flip', 'rollback', 'rollback_held', 'floor_rollback', 'floor_held',
-                                'rollback_held_wait_exit')}
+                                'rollback_held_wait_exit', 'bridge_flip', 'bridge_flip_held', 'bridge_rollback',
+                                'bridge_rollback_held')}
         for rnd in range(self.repeats):
             log('flip: round %d/%d' % (rnd + 1, self.repeats))
             runs['floor'].append(self.floor(host, c_bin, go_bin))
@@ -239,6 +250,13 @@ class Bench:
             runs['rollback'].append(self.measured_switch(host, inventory, 'rollback'))
             runs['floor_rollback'].append(self.floor(host, go_bin, c_bin))
             runs['floor_held'].append(self.floor(host, go_bin, c_bin, 'listeners_closed', HELD_CLIENTS))
+            if 'bridge' not in self.skip:
+                # The host is on C here: the same flips and rollbacks with the bridge handover.
+                runs['bridge_flip'].append(self.measured_switch(host, inventory, 'flip', mode='bridge'))
+                runs['bridge_rollback_held'].append(
+                    self.measured_switch(host, inventory, 'rollback', held=True, mode='bridge'))
+                runs['bridge_flip_held'].append(self.measured_switch(host, inventory, 'flip', held=True, mode='bridge'))
+                runs['bridge_rollback'].append(self.measured_switch(host, inventory, 'rollback', mode='bridge'))
             if rnd < self.wait_exit_repeats:
                 self.measured_switch(host, inventory, 'flip')
                 runs['rollback_held_wait_exit'].append(
@@ -276,6 +294,11 @@ class Bench:
             if result['floor_window_ms'] else None
         result['rollback_ratio'] = round(result['rollback_window_ms'] / result['floor_rollback_window_ms'], 2) \
             if result['floor_rollback_window_ms'] else None
+        for name, keys in (('bridge_flip', ('bridge_flip', 'bridge_flip_held')),
+                           ('bridge_rollback', ('bridge_rollback', 'bridge_rollback_held'))):
+            if any(runs[k] for k in keys):
+                result[name] = bridge_summary([r for k in keys for r in runs[k]])
+        result['refused_per_switch'] = {k: [r['refused'] for r in runs[k]] for k in runs if runs[k]}
         return result
 
     # ---- fleet scale
@@ -359,6 +382,27 @@ class Bench:
         print('results: %s' % os.path.relpath(os.path.join(self.workdir, 'results.json'), REPO))
 
 
+def bridge_summary(runs):
+    """Bridge-mode figures of a set of switches: the prober's and the kernel's refusals, what the bridge did."""
+    def values(field, source=None):
+        return [(r.get('bridge') or {}).get(field) if source == 'bridge' else r.get(field) for r in runs]
+
+    def median(field, source=None):
+        found = [v for v in values(field, source) if v is not None]
+        return round(statistics.median(found), 1) if found else None
+
+    refused = values('refused')
+    kernel = [v for v in values('refused', 'bridge') if v is not None]
+    return {'switches': len(runs), 'held_clients': sorted(set(r.get('held', 0) for r in runs)),
+            'refused_total': sum(refused), 'refused_max': max(refused), 'window_ms_max': max(values('window_ms')),
+            'kernel_refused_total': sum(kernel) if len(kernel) == len(runs) else None,
+            'attempts_median': median('attempts'), 'served_median': median('served', 'bridge'),
+            'dropped_median': median('dropped', 'bridge'), 'dropped_max': max(v or 0 for v in values('dropped', 'bridge')),
+            'diverted_ms_median': median('diverted_ms', 'bridge'), 'drain_ms_median': median('drain_ms', 'bridge'),
+            'bridge_ready_ms_median': median('ready_ms', 'bridge'), 'playbook_s_median': median('playbook_s'),
+            'not_drained': sum(1 for v in values('drained', 'bridge') if v is False)}
+
+
 def machine():
     info = {'cpus': os.cpu_count(), 'kernel': platform.release(), 'python': platform.python_version()}
     try:
@@ -397,6 +441,18 @@ def table(r):
     add('  of which systemd forking C', 'rollback_held_spawn_ms', '', ' ms')
     add('  same, handover=wait_exit', 'rollback_held_wait_exit_window_ms', '', ' ms')
     add('floor Go->C held, by hand', 'floor_held_window_ms', '', ' ms')
+    add('refused connects, flip C->Go (median)', 'flip_refused')
+    add('refused connects, floor C->Go (median)', 'floor_refused')
+    for name, label in (('bridge_flip', 'C->Go'), ('bridge_rollback', 'Go->C')):
+        b = r.get(name)
+        if b:
+            rows.append(('bridge %s: %d switches, refused total / max' % (label, b['switches']),
+                         '%s / %s (kernel: %s)' % (b['refused_total'], b['refused_max'], b['kernel_refused_total']),
+                         '0'))
+            rows.append(('  served by bridge / dropped by old (median)', '%s / %s' % (b['served_median'],
+                                                                                    b['dropped_median']), ''))
+            rows.append(('  redirect in place / drain (median)', '%s ms / %s ms' % (b['diverted_ms_median'],
+                                                                                   b['drain_ms_median']), ''))
     for size, entry in sorted((r.get('fleet') or {}).items(), key=lambda kv: int(kv[0])):
         rows.append(('cutover.yml %s hosts total / overhead' % size,
                      '%s s / %s s' % (entry['total_s'], entry['overhead_s']),

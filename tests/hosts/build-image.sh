@@ -7,7 +7,9 @@ set -euo pipefail
 suite=bookworm
 # python3-cryptography: the test client, backend and stand-in speak obfuscated2 and the RPC through it;
 # debootstrap does not resolve virtual packages, so its python3-cffi-backend-api-* provider is named.
-packages=python3,python3-cffi-backend,python3-cryptography,systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates
+# nftables and iptables (Debian's nft backend): the bridge handover's redirect (module_utils/bridge.py),
+# nft first, iptables where a test hides nft; hosts that use it also get CAP_NET_ADMIN.
+packages=python3,python3-cffi-backend,python3-cryptography,systemd,systemd-sysv,dbus,procps,iproute2,ca-certificates,nftables,iptables
 repo=mtproxy-cutover-host
 
 tag=$(printf '%s|%s|%s' "$suite" "$packages" "$(sed -n '/^# recipe-end/q;p' "$0" | sha256sum)" | sha256sum | cut -c1-12)

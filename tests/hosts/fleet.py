@@ -63,9 +63,10 @@ def labelled(prefix=None):
     return sorted(name for name in out.split() if name)
 
 
-def start_host(name, prefix, image):
+def start_host(name, prefix, image, caps=()):
+    extra = [arg for cap in caps for arg in ("--cap-add", cap)]
     docker("run", "-d", "--name", name, "--hostname", name, "--label", "%s=%s" % (LABEL, prefix),
-           *RUN_OPTIONS, image, "/lib/systemd/systemd")
+           *RUN_OPTIONS, *extra, image, "/lib/systemd/systemd")
 
 
 def wait_booted(name, timeout_s):
@@ -81,8 +82,8 @@ def wait_booted(name, timeout_s):
     raise FleetError("%s: systemd still '%s' after %d s" % (name, state, timeout_s))
 
 
-def boot_one(name, prefix, image, timeout_s):
-    start_host(name, prefix, image)
+def boot_one(name, prefix, image, timeout_s, caps=()):
+    start_host(name, prefix, image, caps)
     state = wait_booted(name, timeout_s)
     if state == "degraded":
         failed = docker("exec", name, "systemctl", "--failed", "--plain", "--no-legend", check=False).stdout
@@ -125,7 +126,7 @@ def cmd_up(args):
     names = host_names(args.name_prefix, args.count)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=min(args.parallel, len(names))) as pool:
-        futures = {name: pool.submit(boot_one, name, args.name_prefix, args.image, args.boot_timeout)
+        futures = {name: pool.submit(boot_one, name, args.name_prefix, args.image, args.boot_timeout, args.cap_add)
                    for name in names}
         errors = []
         for name, future in futures.items():
@@ -178,6 +179,8 @@ def parse_args(argv):
     up.add_argument("--boot-timeout", type=int, default=90, help="seconds per host until systemd is up")
     up.add_argument("--parallel", type=int, default=10, help="hosts booted at the same time")
     up.add_argument("--keep-on-failure", action="store_true", help="leave hosts for inspection if boot fails")
+    up.add_argument("--cap-add", action="append", default=[], choices=["NET_ADMIN"],
+                    help="a capability beyond SYS_ADMIN (NET_ADMIN: the bridge handover's redirect)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", help="remove the hosts of one fleet (or of all fleets)")

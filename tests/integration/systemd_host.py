@@ -48,8 +48,11 @@ def host_image():
 
 
 @contextlib.contextmanager
-def boot_host(prefix):
-    """(container name, a work directory) of a freshly booted host; skips when Docker is unusable."""
+def boot_host(prefix, capabilities=()):
+    """(container name, a work directory) of a freshly booted host; skips when Docker is unusable.
+
+    ``capabilities``: more than SYS_ADMIN (systemd's need), e.g. NET_ADMIN for the bridge handover's redirect.
+    """
     reason = docker_unusable()
     if reason:
         pytest.skip(reason)
@@ -57,7 +60,8 @@ def boot_host(prefix):
     name = '%s-%s' % (prefix, uuid.uuid4().hex[:8])
     workdir = tempfile.mkdtemp(prefix=prefix + '-')
     try:
-        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none', '--cap-add', 'SYS_ADMIN',
+        caps = [arg for cap in ('SYS_ADMIN',) + tuple(capabilities) for arg in ('--cap-add', cap)]
+        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none'] + caps + [
                         '--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
                         '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
                        check=True, capture_output=True, timeout=120)
@@ -137,9 +141,9 @@ class ModuleHost(object):
     def sh(self, script, check=True):
         return sh(self.name, script, check)
 
-    def module(self, module, args, check=False, diff=False):
+    def module(self, module, args, check=False, diff=False, interpreter='/usr/bin/python3'):
         play = [{'hosts': 'all', 'gather_facts': False,
-                 'vars': {'ansible_python_interpreter': '/usr/bin/python3'},
+                 'vars': {'ansible_python_interpreter': interpreter},
                  'tasks': [{'name': module, 'mtproxy.cutover.%s' % module: args, 'ignore_errors': True}]}]
         path = os.path.join(self.workdir, 'play-%s.json' % uuid.uuid4().hex[:8])
         with open(path, 'w') as handle:

@@ -698,3 +698,43 @@ def test_action_plugin_never_connects_to_the_host(tmp_path):
         report = json.load(handle)
     assert sorted(report["hosts"]) == ["proxy-1", "proxy-2"]
     assert report["summary"]["rolled_back"] == 2 and report["result"] == "success"
+
+
+def test_atomic_write_when_another_worker_creates_the_directory_first(tmp_path, monkeypatch):
+    # Two hosts rolled back at once write their incident notes into the same new directory.
+    target = tmp_path / "run" / "incidents" / "h1.md"
+    real_makedirs = os.makedirs
+
+    def racing_makedirs(path, *args, **kwargs):
+        real_makedirs(path)
+        raise FileExistsError(17, "File exists", path)
+
+    monkeypatch.setattr(rep.os, "makedirs", racing_makedirs)
+    rep.atomic_write(str(target), "note\n")
+    assert target.read_text() == "note\n"
+
+
+def test_report_keeps_the_bridge_figures_of_flip_and_rollback():
+    bridge = {"mode": "bridge", "refused": 0, "served": 12, "dropped": 3, "diverted_ms": 90.0, "drain_ms": 120.0,
+              "drained": True, "cut_at_drain": 0}
+    entry = rep.summarize_host({"flip": {"bridge": bridge, "timings": {}}, "rollback": {"bridge": dict(bridge),
+                                                                                       "timings": {}}})
+    assert entry["bridge"] == bridge and entry["rollback_bridge"] == bridge
+    assert rep.summarize_host({"flip": {"timings": {}}})["bridge"] is None
+
+
+def test_report_md_has_a_row_per_bridge_handover(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2"))
+    bridge = {"mode": "bridge", "refused": 0, "served": 12, "dropped": 3, "diverted_ms": 90.5, "drain_ms": 120.25,
+              "drained": True, "cut_at_drain": 0}
+    rep.write_record(run_dir, "h1", "flip", dict(FLIP, bridge=bridge))
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "binary": "/opt/MTProxy/mtproto-proxy", "timings": {},
+                                                 "bridge": dict(bridge, drained=False, cut_at_drain=2)})
+    rep.write_record(run_dir, "h2", "flip", FLIP)
+    markdown = rf.render_markdown(_report(run_dir))
+    section = markdown.split("## Bridge handovers", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| h1 ") or line.startswith("| h2 ")]
+    assert rows == ["| h1 | flip | 0 | 12 | 3 | 90.50 | 120.2 |", "| h1 | rollback | 0 | 12 | 3 | 90.50 | 120.2 (2 cut) |"]
+    rep.write_record(run_dir, "h1", "flip", FLIP)
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "binary": "/opt/MTProxy/mtproto-proxy", "timings": {}})
+    assert "## Bridge handovers" not in rf.render_markdown(_report(run_dir))

@@ -1,0 +1,691 @@
+# -*- coding: utf-8 -*-
+# Copyright: mtproxy.cutover contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The bridge handover: new clients go to a bridge while the service restarts (handover_bridge).
+
+Neither binary can share its client port or adopt a listening socket, so a restart always leaves
+the port closed for a few milliseconds. With the bridge it never refuses:
+
+1. ``Handover.start``: the target binary runs on free side ports with the frozen flags as the
+   transient unit ``<service>-bridge.service``, started and judged ready like the pre-warm
+   (``prewarm.py``). Its unit carries ``RuntimeMaxSec=`` and an ``ExecStopPost=`` that deletes the
+   redirect, so neither outlives a module run that died.
+2. ``Handover.divert``: a table of the collection's own (nftables ``inet mtproxy_cutover_<service>``,
+   or iptables chains ``MTPXC-<service>-*`` where there is no ``nft``) redirects **new** TCP
+   connections (SYN without ACK) to the client port(s) of this host, locally generated ones too, to
+   the bridge's port(s). Established flows keep their conntrack entry and stay with the old process.
+   The flip's own probes carry ``PROBE_MARK`` (``host.py``), which the redirect skips: the restart
+   is judged on the service's own socket, never through the bridge.
+3. The service restarts exactly as without a bridge (``switch.restart_measured``).
+4. ``Handover.restore``: the redirect rules go (the table's NAT chains stay, empty, so that the
+   bridge's open connections keep their translation); new clients reach the service.
+5. ``Handover.finish``: the bridge drains until it has no established connection or for
+   ``drain_s``, whichever comes first; its counters are read, it is stopped, the table deleted.
+
+A refused connect is counted by the kernel: the RST|ACK with sequence 0 that answers a SYN nobody
+listens for, sent from a client port or a bridge port (the flip's marked probes are left out by
+their conntrack mark). ``clear_leftovers`` finds and removes a table, chains or bridge unit of an
+interrupted run (the freeze, every switch and so rollback.yml call it).
+
+Every rule matches only this host's own addresses (``fib daddr type local``, or the frozen
+``--address``) and the frozen client ports; the targets are the same address's bridge ports.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+from ansible_collections.mtproxy.cutover.plugins.module_utils import host as hostlib
+from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import parse_argv
+from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError, Systemd, ms, read_text
+from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import (
+    POLL_INTERVAL, SHOW_PROPS, Prewarm, PrewarmError, cleanup, process_gone)
+from ansible_collections.mtproxy.cutover.plugins.module_utils.refusals import Refusal
+from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
+    frozen_argv, load_manifest, service_state_dir)
+
+MODES = ('restart', 'bridge')
+# The packet mark of the flip's own probes ("mtpx"); the redirect skips it, the refusal count too.
+MARK = 0x6d747078
+CAP_NET_ADMIN = 12
+NFT_FAMILY = 'inet'
+NFT_TABLE_PREFIX = 'mtproxy_cutover_'
+IPT_CHAIN_PREFIX = 'MTPXC-'
+BRIDGE_LOG = 'bridge.log'
+BRIDGE_ENV = 'bridge.env'
+DRAIN_POLL = 0.05
+COMMAND_TIMEOUT = 30
+# What may start a side port's redirect: one SYN without ACK (a new connection), never a packet of
+# a flow conntrack only picks up now (a host without conntrack before the table came).
+NFT_SYN = 'tcp flags & (syn | ack) == syn'
+NFT_REFUSAL = 'tcp flags & (syn | rst | ack) == rst | ack tcp sequence 0'
+# The same in iptables-restore words: the TCP sequence number (4 bytes at 4 past the IPv4 header) is 0.
+IPT_REFUSAL = '--tcp-flags SYN,RST,ACK RST,ACK -m u32 --u32 "0>>22&0x3C@4=0"'
+WAY_FORWARD = ('install nftables (or iptables) on the host and run the modules as root with CAP_NET_ADMIN '
+               '(a container needs --cap-add NET_ADMIN), or flip with mtproxy_cutover_handover: restart')
+
+
+class BridgeError(HostError):
+    """A failure of the bridge handover; the message is already redacted."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+def base_name(service):
+    return service[:-len('.service')] if service.endswith('.service') else service
+
+
+def safe_name(service):
+    """The service name as nftables and iptables accept it in a table or chain name."""
+    return re.sub(r'[^A-Za-z0-9_]', '_', base_name(service))
+
+
+def nft_table(service):
+    return NFT_TABLE_PREFIX + safe_name(service)
+
+
+def ipt_chains(service):
+    """The iptables chains of a service (at most 28 characters each)."""
+    base = IPT_CHAIN_PREFIX + safe_name(service)[:17]
+    return {'local': base + '-out', 'incoming': base + '-in', 'refused': base + '-ref'}
+
+
+def bridge_unit(service):
+    return '%s-bridge.service' % base_name(service)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the frozen flags say about the redirect
+# ---------------------------------------------------------------------------------------------
+
+def bound_address(parsed):
+    """(the one address the client ports of a parsed argv are bound to, or None for all; IPv6 needed).
+
+    BridgeError when ``--address`` is not an IP literal (a rule cannot match a name).
+    """
+    address = parsed.address
+    if address:
+        try:
+            ip = ipaddress.ip_address(address.strip('[]'))
+        except ValueError:
+            raise BridgeError('--address %s is not an IP address: the redirect matches addresses, not names'
+                              % address)
+        if ip.is_unspecified:
+            return None, ip.version == 6
+        return str(ip), ip.version == 6
+    return None, bool(parsed.ipv6)
+
+
+def client_ports(manifest):
+    return [int(p) for p in manifest.get('client_ports') or []]
+
+
+# ---------------------------------------------------------------------------------------------
+# nftables: the ruleset, its counters
+# ---------------------------------------------------------------------------------------------
+
+def nft_divert_rule(client_port, bridge_port, address=None):
+    """One redirect rule: new connections to this host's ``client_port`` go to ``bridge_port``."""
+    if address is None:
+        return 'fib daddr type local tcp dport %d %s counter name "served" redirect to :%d' % (
+            client_port, NFT_SYN, bridge_port)
+    if ':' in address:
+        return 'ip6 daddr %s tcp dport %d %s counter name "served" dnat ip6 to [%s]:%d' % (
+            address, client_port, NFT_SYN, address, bridge_port)
+    return 'ip daddr %s tcp dport %d %s counter name "served" dnat ip to %s:%d' % (
+        address, client_port, NFT_SYN, address, bridge_port)
+
+
+def render_nft(table, pairs, address=None, mark=MARK):
+    """The ``nft -f`` script that (re)creates ``table`` redirecting each (client, bridge) port pair.
+
+    It replaces a table of the same name atomically (create, delete, create in one transaction).
+    """
+    if not pairs:
+        raise BridgeError('no client port to redirect')
+    rules = [nft_divert_rule(int(c), int(b), address) for c, b in pairs]
+    sports = sorted(set([int(c) for c, _b in pairs] + [int(b) for _c, b in pairs]))
+    lines = ['table %s %s {}' % (NFT_FAMILY, table), 'delete table %s %s' % (NFT_FAMILY, table),
+             'table %s %s {' % (NFT_FAMILY, table),
+             '\tcounter served {', '\t}', '\tcounter refused {', '\t}',
+             '\tchain divert_local {', '\t\ttype nat hook output priority -100; policy accept;',
+             '\t\tmeta mark 0x%08x ct mark set 0x%08x return' % (mark, mark)]
+    lines += ['\t\t' + rule for rule in rules]
+    lines += ['\t}', '\tchain divert_incoming {', '\t\ttype nat hook prerouting priority -100; policy accept;']
+    lines += ['\t\t' + rule for rule in rules]
+    lines += ['\t}', '\tchain refused {', '\t\ttype filter hook output priority 0; policy accept;',
+              '\t\tct mark 0x%08x return' % mark,
+              '\t\ttcp sport { %s } %s counter name "refused"' % (', '.join(str(p) for p in sports), NFT_REFUSAL),
+              '\t}', '}']
+    return '\n'.join(lines) + '\n'
+
+
+def render_nft_stop_redirect(table):
+    """The redirect rules go, the NAT chains stay (open bridge connections keep their translation)."""
+    return 'flush chain %s %s divert_local\nflush chain %s %s divert_incoming\n' % (
+        NFT_FAMILY, table, NFT_FAMILY, table)
+
+
+def parse_nft_counters(text):
+    """{'served': n, 'refused': n} from ``nft -j list counters table ...``; missing ones are None."""
+    counts = {'served': None, 'refused': None}
+    try:
+        items = json.loads(text).get('nftables') or []
+    except (ValueError, AttributeError):
+        return counts
+    for item in items:
+        counter = item.get('counter') if isinstance(item, dict) else None
+        if isinstance(counter, dict) and counter.get('name') in counts:
+            counts[counter['name']] = int(counter.get('packets') or 0)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# iptables (where nft is not there): the same rules, IPv4 only
+# ---------------------------------------------------------------------------------------------
+
+def ipt_divert_args(chain, client_port, bridge_port, address=None):
+    match = ['-d', '%s/32' % address] if address else ['-m', 'addrtype', '--dst-type', 'LOCAL']
+    target = ['-j', 'DNAT', '--to-destination', '%s:%d' % (address, bridge_port)] if address \
+        else ['-j', 'REDIRECT', '--to-ports', str(bridge_port)]
+    return ['-A', chain, '-p', 'tcp', '--dport', str(client_port), '--syn'] + match + \
+        ['-m', 'comment', '--comment', 'served'] + target
+
+
+def render_iptables(chains, pairs, address=None, mark=MARK):
+    """``iptables-restore --noflush`` input: own chains, jumped to first from OUTPUT and PREROUTING."""
+    if not pairs:
+        raise BridgeError('no client port to redirect')
+    if address and ':' in address:
+        raise BridgeError('the iptables fallback redirects IPv4 only; --address %s needs nftables' % address)
+    sports = ','.join(str(p) for p in sorted(set([int(c) for c, _b in pairs] + [int(b) for _c, b in pairs])))
+    hexmark = '0x%08x' % mark
+    nat = ['*nat', ':%s - [0:0]' % chains['local'], ':%s - [0:0]' % chains['incoming'],
+           '-I OUTPUT 1 -j %s' % chains['local'], '-I PREROUTING 1 -j %s' % chains['incoming'],
+           '-A %s -m mark --mark %s -j CONNMARK --set-mark %s' % (chains['local'], hexmark, hexmark),
+           '-A %s -m mark --mark %s -j RETURN' % (chains['local'], hexmark)]
+    for chain in (chains['local'], chains['incoming']):
+        nat += [' '.join(ipt_divert_args(chain, int(c), int(b), address)) for c, b in pairs]
+    nat.append('COMMIT')
+    refused = ['*filter', ':%s - [0:0]' % chains['refused'], '-I OUTPUT 1 -j %s' % chains['refused'],
+               '-A %s -m connmark --mark %s -j RETURN' % (chains['refused'], hexmark),
+               '-A %s -p tcp -m multiport --sports %s %s -m comment --comment refused' % (
+                   chains['refused'], sports, IPT_REFUSAL),
+               'COMMIT']
+    return '\n'.join(nat + refused) + '\n'
+
+
+def parse_iptables_counters(text, chains):
+    """{'served': n, 'refused': n} from ``iptables-save -c`` output (served: the local rules + incoming)."""
+    counts = {'served': None, 'refused': None}
+    own = set(chains.values())
+    for line in text.splitlines():
+        match = re.match(r'^\[(\d+):\d+\] -A (\S+) .*--comment "?(served|refused)"?', line)
+        if match and match.group(2) in own:
+            name = match.group(3)
+            counts[name] = (counts[name] or 0) + int(match.group(1))
+    return counts
+
+
+def iptables_teardown(binary, chains):
+    """argv lists that remove the chains and the jumps to them (each may fail when already gone)."""
+    base = [binary, '-w', '5']
+    out = []
+    for table, hook, chain in (('nat', 'OUTPUT', chains['local']), ('nat', 'PREROUTING', chains['incoming']),
+                               ('filter', 'OUTPUT', chains['refused'])):
+        out += [base + ['-t', table, '-D', hook, '-j', chain], base + ['-t', table, '-F', chain],
+                base + ['-t', table, '-X', chain]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The host: capability, sockets, commands
+# ---------------------------------------------------------------------------------------------
+
+def has_cap_net_admin(status_text):
+    """Whether the CapEff line of a /proc/PID/status text has CAP_NET_ADMIN."""
+    for line in (status_text or '').splitlines():
+        if line.startswith('CapEff:'):
+            try:
+                return bool(int(line.split(':', 1)[1].strip(), 16) >> CAP_NET_ADMIN & 1)
+            except ValueError:
+                return False
+    return False
+
+
+def established(tables_text, ports):
+    """Established TCP sockets whose local port is one of ``ports``, from /proc/net/tcp{,6} text."""
+    wanted = set(int(p) for p in ports)
+    count = 0
+    for line in tables_text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != '01' or ':' not in fields[1]:
+            continue
+        try:
+            if int(fields[1].rsplit(':', 1)[1], 16) in wanted:
+                count += 1
+        except ValueError:
+            continue
+    return count
+
+
+def established_on(ports):
+    return established(''.join(read_text(path) or '' for path in ('/proc/net/tcp', '/proc/net/tcp6')), ports)
+
+
+def run_input(argv, text, timeout=COMMAND_TIMEOUT):
+    """(rc, stdout, stderr) of a command fed ``text`` on stdin; never raises for a missing command."""
+    env = dict(os.environ, LC_ALL='C')
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        return 127, '', '%s: %s' % (argv[0], exc)
+    try:
+        out, err = proc.communicate(text.encode('utf-8'), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return 124, '', 'timed out after %ss' % timeout
+    return proc.returncode, out.decode('utf-8', 'replace'), err.decode('utf-8', 'replace')
+
+
+def first_line(text):
+    lines = [line.strip() for line in (text or '').splitlines() if line.strip()]
+    return lines[0] if lines else ''
+
+
+class Nft(object):
+    """The redirect as an nftables table of its own (family inet: IPv4 and IPv6)."""
+
+    name = 'nft'
+
+    def __init__(self, service, binary, run=hostlib.run, feed=run_input):
+        self.table = nft_table(service)
+        self.binary = binary
+        self.run = run
+        self.feed = feed
+
+    def render(self, pairs, address):
+        return render_nft(self.table, pairs, address)
+
+    def check(self, text):
+        rc, _out, err = self.feed([self.binary, '-c', '-f', '-'], text)
+        return None if rc == 0 else (first_line(err) or 'nft -c exit %d' % rc)
+
+    def install(self, text):
+        rc, _out, err = self.feed([self.binary, '-f', '-'], text)
+        if rc != 0:
+            raise BridgeError('nft could not install the redirect table %s: %s' % (self.table, first_line(err)))
+
+    def stop_redirect(self):
+        rc, _out, err = self.feed([self.binary, '-f', '-'], render_nft_stop_redirect(self.table))
+        if rc != 0:
+            raise BridgeError('nft could not remove the redirect rules of %s: %s' % (self.table, first_line(err)))
+
+    def counters(self):
+        rc, out, _err = self.run([self.binary, '-j', 'list', 'counters', 'table', NFT_FAMILY, self.table],
+                                 timeout=COMMAND_TIMEOUT)
+        return parse_nft_counters(out) if rc == 0 else {'served': None, 'refused': None}
+
+    def present(self):
+        rc, _out, _err = self.run([self.binary, 'list', 'table', NFT_FAMILY, self.table], timeout=COMMAND_TIMEOUT)
+        return rc == 0
+
+    def teardown(self):
+        return [[self.binary, 'delete', 'table', NFT_FAMILY, self.table]]
+
+    def remove(self):
+        for argv in self.teardown():
+            self.run(argv, timeout=COMMAND_TIMEOUT)
+
+    def describe(self):
+        return 'nftables table %s %s' % (NFT_FAMILY, self.table)
+
+
+class Iptables(object):
+    """The redirect as iptables chains of its own (IPv4), where there is no nft."""
+
+    name = 'iptables'
+
+    def __init__(self, service, binary, run=hostlib.run, feed=run_input):
+        self.chains = ipt_chains(service)
+        self.binary = binary
+        self.served = None
+        self.restore = os.path.join(os.path.dirname(binary), 'iptables-restore')
+        self.save = os.path.join(os.path.dirname(binary), 'iptables-save')
+        self.run = run
+        self.feed = feed
+
+    def render(self, pairs, address):
+        return render_iptables(self.chains, pairs, address)
+
+    def check(self, text):
+        rc, _out, err = self.run([self.binary, '-w', '5', '-t', 'nat', '-S', 'OUTPUT'], timeout=COMMAND_TIMEOUT)
+        return None if rc == 0 else (first_line(err) or 'iptables exit %d' % rc)
+
+    def install(self, text):
+        self.remove()
+        rc, _out, err = self.feed([self.restore, '-w', '5', '--noflush'], text)
+        if rc != 0:
+            self.remove()
+            raise BridgeError('iptables-restore could not install the redirect chains: %s' % first_line(err))
+
+    def stop_redirect(self):
+        # Rule counters go with their rules: the redirect's count is read first.
+        self.served = self.counters()['served']
+        for chain in (self.chains['local'], self.chains['incoming']):
+            rc, _out, err = self.run([self.binary, '-w', '5', '-t', 'nat', '-F', chain], timeout=COMMAND_TIMEOUT)
+            if rc != 0:
+                raise BridgeError('iptables could not flush %s: %s' % (chain, first_line(err)))
+
+    def counters(self):
+        counts = {'served': None, 'refused': None}
+        for table in ('nat', 'filter'):
+            rc, out, _err = self.run([self.save, '-c', '-t', table], timeout=COMMAND_TIMEOUT)
+            if rc == 0:
+                for key, value in parse_iptables_counters(out, self.chains).items():
+                    if value is not None:
+                        counts[key] = (counts[key] or 0) + value
+        if self.served is not None:
+            counts['served'] = self.served
+        return counts
+
+    def present(self):
+        return any(self.run([self.binary, '-w', '5', '-t', table, '-S', chain], timeout=COMMAND_TIMEOUT)[0] == 0
+                   for table, chain in (('nat', self.chains['local']), ('nat', self.chains['incoming']),
+                                        ('filter', self.chains['refused'])))
+
+    def teardown(self):
+        return iptables_teardown(self.binary, self.chains)
+
+    def remove(self):
+        for argv in self.teardown():
+            self.run(argv, timeout=COMMAND_TIMEOUT)
+
+    def describe(self):
+        return 'iptables chains %s' % ', '.join(sorted(self.chains.values()))
+
+
+def find_program(name):
+    """Path of ``name`` on PATH or in the sbin directories a module's PATH may lack; None if absent."""
+    return shutil.which(name) or next((p for p in ('/usr/sbin/' + name, '/sbin/' + name)
+                                       if os.access(p, os.X_OK)), None)
+
+
+def backends(service, which=find_program, run=hostlib.run, feed=run_input):
+    """The redirect backends this host has, best first (nft, then iptables)."""
+    found = []
+    for cls, program in ((Nft, 'nft'), (Iptables, 'iptables')):
+        path = which(program)
+        if path:
+            found.append(cls(service, path, run, feed))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Can this host do it, and what an interrupted run left
+# ---------------------------------------------------------------------------------------------
+
+def support(ports, parsed, service, which=find_program, run=hostlib.run, feed=run_input, status_text=None):
+    """(backend, None) for the redirect of ``ports`` (the parsed frozen argv's client ports) this host can
+    install, or (None, Refusal) with the reason."""
+    if status_text is None:
+        status_text = read_text('/proc/self/status')
+    if not has_cap_net_admin(status_text):
+        return None, refusal('the modules run without CAP_NET_ADMIN on this host (a container started without '
+                             '--cap-add NET_ADMIN, or not as root), so no redirect can be installed and no probe '
+                             'can carry the mark that bypasses it')
+    try:
+        address, ipv6 = bound_address(parsed)
+    except BridgeError as exc:
+        return None, refusal(str(exc))
+    if not ports:
+        return None, refusal('the freeze manifest has no client port to redirect')
+    found = backends(service, which, run, feed)
+    if not found:
+        return None, refusal('neither nft (package nftables) nor iptables is installed on this host')
+    why_not = []
+    for backend in found:
+        if backend.name == 'iptables' and ipv6:
+            why_not.append('iptables: the fallback redirects IPv4 only and this proxy takes IPv6 clients (-6 '
+                           'or an IPv6 --address)')
+            continue
+        # Side ports of the check only: nothing is installed.
+        problem = backend.check(backend.render([(p, 1) for p in ports], address))
+        if problem is None:
+            return backend, None
+        why_not.append('%s: %s' % (backend.name, problem))
+    return None, refusal('no redirect can be installed: %s' % '; '.join(why_not))
+
+
+def check_at_freeze(params, parsed, result, container=False):
+    """The freeze's part: with handover=bridge, raise the Refusal of a host that cannot run it."""
+    if params.get('handover') != 'bridge':
+        return
+    if container:
+        raise refusal('the bridge handover is for the systemd methods (dropin, symlink), not method=container')
+    _backend, why = support(result.get('client_ports') or [], parsed, params['service'])
+    if why is not None:
+        raise why
+
+
+def refusal(cause):
+    return Refusal('bridge_unsupported', 'mtproxy_cutover_handover=bridge: %s' % cause, WAY_FORWARD)
+
+
+def leftover_unit(props):
+    """Whether ``systemctl show`` properties describe a bridge unit that is still there."""
+    return props.get('LoadState') == 'loaded' and (props.get('ActiveState') not in ('inactive', None, '')
+                                                   or props.get('SubState') not in ('dead', None, ''))
+
+
+def clear_leftovers(service, state_dir, check_mode=False, which=find_program, run=hostlib.run, systemd=None):
+    """Find (and unless ``check_mode`` remove) the redirect and bridge an interrupted run left behind.
+
+    Returns what was found, one sentence each. The redirect goes first, so that no client is sent to a
+    bridge that is being stopped.
+    """
+    found = []
+    for backend in backends(service, which, run):
+        if backend.present():
+            found.append('a redirect left by an interrupted run (%s)' % backend.describe())
+            if not check_mode:
+                backend.remove()
+    unit = bridge_unit(service)
+    systemd = systemd or Systemd(unit)
+    try:
+        props = systemd.show(*SHOW_PROPS)
+    except HostError:
+        props = {}
+    if leftover_unit(props):
+        found.append('a bridge left by an interrupted run (%s, %s/%s)' % (
+            unit, props.get('ActiveState'), props.get('SubState')))
+        if not check_mode:
+            cleanup(unit, os.path.join(service_state_dir(state_dir, service), BRIDGE_ENV))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The bridge instance and the handover
+# ---------------------------------------------------------------------------------------------
+
+class BridgeInstance(Prewarm):
+    """The target binary on free side ports, started and judged like the pre-warm, as <service>-bridge.
+
+    Its unit ends after ``lifetime_s`` at the latest and deletes the redirect when it stops, so a
+    module run that died leaves neither behind for long.
+    """
+
+    def __init__(self, service, state_dir, teardown, lifetime_s, skip_stats=False):
+        super(BridgeInstance, self).__init__(service, state_dir)
+        self.unit = bridge_unit(service)
+        self.systemd = Systemd(self.unit)
+        directory = service_state_dir(state_dir, service)
+        self.log_path = os.path.join(directory, BRIDGE_LOG)
+        self.env_path = os.path.join(directory, BRIDGE_ENV)
+        self.teardown = teardown
+        self.lifetime_s = lifetime_s
+        self.skip_stats = skip_stats
+
+    def plan(self, binary):
+        argv, command, stats_port, ports = super(BridgeInstance, self).plan(binary)
+        command = [('--description=mtproxy.cutover bridge of %s' % binary) if word.startswith('--description=')
+                   else word for word in command]
+        extra = ['--property=RuntimeMaxSec=%d' % max(1, int(self.lifetime_s))]
+        # '-': a redirect already gone is fine; '+': with full privileges whatever User= the unit has.
+        extra += ['--property=ExecStopPost=-+%s' % ' '.join(argv_) for argv_ in self.teardown]
+        split = command.index('--')
+        return argv, command[:split] + extra + command[split:], stats_port, ports
+
+    def wait_ready(self, stats_url, client_ports_, deadline):
+        if not self.skip_stats:
+            return super(BridgeInstance, self).wait_ready(stats_url, client_ports_, deadline)
+        # A C proxy with -6 aborts on any connection to its stats port: only its client ports are judged.
+        why_not = 'no answer yet'
+        next_check = time.monotonic()
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_check:
+                props = self.systemd.show(*SHOW_PROPS)
+                if process_gone(props):
+                    return 'exited', False, hostlib.describe_unit_state(props)
+                next_check = time.monotonic() + 0.2
+            closed = [p for p in client_ports_ if not hostlib.tcp_accepts(p, self.client_hosts)]
+            if not closed:
+                return time.monotonic(), True, None
+            why_not = 'client port(s) %s do not accept connections' % ', '.join(str(p) for p in closed)
+            time.sleep(POLL_INTERVAL)
+        return None, True, why_not
+
+
+class Handover(object):
+    """One bridge handover around one restart; ``record`` is what the report shows."""
+
+    def __init__(self, service, state_dir, drain_s=10.0, ready_timeout=15.0, stop_timeout=10.0, lifetime_s=300.0,
+                 which=find_program, run=hostlib.run, feed=run_input):
+        self.service = service
+        self.state_dir = state_dir
+        self.drain_s = float(drain_s)
+        self.ready_timeout = float(ready_timeout)
+        self.stop_timeout = float(stop_timeout)
+        self.lifetime_s = float(lifetime_s) + self.drain_s + self.ready_timeout + self.stop_timeout
+        self.which = which
+        self.run = run
+        self.feed = feed
+        self.manifest = load_manifest(state_dir, service)
+        self.backend = None
+        self.instance = None
+        self.pairs = []
+        self.address = None
+        self.diverted_at = None
+        self.restored_at = None
+        self.record = {'mode': 'bridge', 'backend': None, 'unit': bridge_unit(service), 'binary': None,
+                       'ports': None, 'ready_ms': None, 'refused': None, 'redirected': None, 'served': None,
+                       'dropped': None, 'diverted_ms': None, 'drain_ms': None, 'drained': None,
+                       'cut_at_drain': None, 'stop_ms': None, 'errors': []}
+
+    def check(self):
+        """Raise the refusal when this host cannot run the handover; keep the backend otherwise."""
+        parsed = parse_argv(frozen_argv(self.manifest))
+        backend, why = support(client_ports(self.manifest), parsed, self.service, self.which, self.run, self.feed)
+        if backend is None:
+            raise BridgeError(why.message(self.manifest.get('unit_name') or self.service), refused=why.kind,
+                              changed=False)
+        self.backend = backend
+        self.address = bound_address(parsed)[0]
+        self.record['backend'] = backend.name
+        return backend
+
+    def start(self, binary, skip_stats=False):
+        """Start the bridge (the target binary on side ports) and judge it ready; nothing else changes."""
+        if self.backend is None:
+            self.check()
+        self.record['binary'] = binary
+        instance = BridgeInstance(self.service, self.state_dir, self.backend.teardown(), self.lifetime_s, skip_stats)
+        try:
+            started = instance.start(binary, self.ready_timeout)
+        except PrewarmError as exc:
+            raise BridgeError('the bridge %s (%s on side ports, started like the pre-warm) did not get ready, so '
+                              'nothing was changed: %s' % (instance.unit, binary, exc),
+                              changed=False, **dict((k, v) for k, v in exc.details.items() if k != 'changed'))
+        self.instance = instance
+        self.pairs = list(zip(client_ports(self.manifest), started['client_ports']))
+        self.record.update(ready_ms=started['ready_ms'],
+                           ports=[{'client': c, 'bridge': b} for c, b in self.pairs])
+        for warning in started.get('warnings') or []:
+            self.record['errors'].append(warning)
+        return started
+
+    def divert(self):
+        """New connections to the client ports go to the bridge; the flip's probes bypass it."""
+        self.record['dropped'] = established_on([c for c, _b in self.pairs])
+        self.backend.install(self.backend.render(self.pairs, self.address))
+        self.diverted_at = time.monotonic()
+        hostlib.PROBE_MARK = MARK
+
+    def restore(self):
+        """The redirect rules go: new connections reach the service again. Safe to call twice."""
+        if self.diverted_at is None or self.restored_at is not None:
+            return
+        hostlib.PROBE_MARK = 0
+        self.restored_at = time.monotonic()
+        self.record['diverted_ms'] = ms(self.restored_at - self.diverted_at)
+        try:
+            self.backend.stop_redirect()
+        except BridgeError as exc:
+            # Deleting the whole table still ends the redirect (the bridge's clients lose their flows).
+            self.record['errors'].append(str(exc))
+            self.backend.remove()
+
+    def drain(self):
+        """Wait until the bridge has no established connection, or for drain_s."""
+        bridge_ports = [b for _c, b in self.pairs]
+        start = self.restored_at or time.monotonic()
+        deadline = start + self.drain_s
+        count = established_on(bridge_ports)
+        while count and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL)
+            count = established_on(bridge_ports)
+        self.record.update(drained=count == 0, cut_at_drain=count, drain_ms=ms(time.monotonic() - start))
+
+    def finish(self):
+        """Restore, drain, count, stop the bridge, delete the table; never raises. Returns ``record``."""
+        steps = [self.restore]
+        if self.instance is not None and self.diverted_at is not None:
+            steps.append(self.drain)
+        steps += [self.count, self.stop, self.remove]
+        for step in steps:
+            try:
+                step()
+            except (HostError, IOError, OSError) as exc:
+                self.record['errors'].append(str(exc))
+        hostlib.PROBE_MARK = 0
+        return self.record
+
+    def count(self):
+        if self.backend is None or self.diverted_at is None:
+            return
+        counts = self.backend.counters()
+        self.record['redirected'] = counts['served']
+        self.record['refused'] = counts['refused']
+        if counts['served'] is not None:
+            self.record['served'] = max(0, counts['served'] - (counts['refused'] or 0))
+
+    def stop(self):
+        if self.instance is None:
+            return
+        stopped = self.instance.stop(self.stop_timeout)
+        self.record['stop_ms'] = stopped.get('stop_ms')
+
+    def remove(self):
+        if self.backend is not None:
+            self.backend.remove()
