@@ -456,6 +456,37 @@ def replace_program(argv, new_program):
 LOOPBACK_V4 = "127.0.0.1"
 LOOPBACK_V6 = "::1"
 
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def unsplit_cmdline(words):
+    """The argv a C proxy was started with, from what its /proc/PID/cmdline shows now.
+
+    The C proxy edits its argv in place: net_add_nat_info() (net/net-connections.c) writes a NUL
+    over the ':' of ``--nat-info <local>:<global>``, so the cmdline shows ``--nat-info <local>
+    <global>`` as two words (seen on the real C build in the official image's shape). Such a pair is
+    joined back; the C proxy refuses a ``--nat-info`` value without ':' at start, so a running
+    process never had two words there. Every other word is returned as it is.
+    """
+    out = []
+    index = 0
+    words = list(words or [])
+    while index < len(words):
+        word = words[index]
+        if word == "--nat-info" and index + 2 < len(words) and _IPV4.match(words[index + 1]) \
+                and _IPV4.match(words[index + 2]):
+            out += [word, "%s:%s" % (words[index + 1], words[index + 2])]
+            index += 3
+            continue
+        if word.startswith("--nat-info=") and ":" not in word and index + 1 < len(words) \
+                and _IPV4.match(word[len("--nat-info="):]) and _IPV4.match(words[index + 1]):
+            out.append("%s:%s" % (word, words[index + 1]))
+            index += 2
+            continue
+        out.append(word)
+        index += 1
+    return out
+
 
 def client_probe_hosts(parsed, ipv6_loopback=False):
     """Addresses on which a local connect reaches the client ports of this command line, best first.

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import LOOPBACK_V4, redact_text
+from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import LOOPBACK_V4, redact_text, unsplit_cmdline
 from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import drop_in_paths, parse_show, parse_show_exec
 
 # Where a unit's cgroup (systemctl show -p ControlGroup) can be found: the unified hierarchy, or its
@@ -32,7 +32,6 @@ JOURNAL_LINES = 20
 # socket, never the bridge. 0: probes are unmarked.
 PROBE_MARK = 0
 SO_MARK = getattr(socket, 'SO_MARK', 36)
-
 
 
 class HostError(Exception):
@@ -98,7 +97,44 @@ def read_cmdline(pid):
         return None
     if not raw:
         return None
-    return [word.decode('utf-8', 'surrogateescape') for word in raw.rstrip(b'\x00').split(b'\x00')]
+    return unsplit_cmdline([word.decode('utf-8', 'surrogateescape') for word in raw.rstrip(b'\x00').split(b'\x00')])
+
+
+def read_comm(pid):
+    """The process name (/proc/PID/comm), or None."""
+    text = read_text('/proc/%d/comm' % pid)
+    return text.rstrip('\n') if text is not None else None
+
+
+def before_exec(comm):
+    """True for the name systemd gives the process it forked for ExecStart= until that process execs
+    the program: '(' + the program name shortened to fit, e.g. '(proxy-go)' for mtproto-proxy-go."""
+    return bool(comm) and comm.startswith('(')
+
+
+# How long a main process that has not finished its exec yet is waited for, and how often it is looked at.
+EXEC_WAIT = 1.0
+EXEC_POLL = 0.005
+
+
+def read_cmdline_after_exec(pid, timeout=EXEC_WAIT, clock=time.monotonic, sleep=time.sleep):
+    """(argv, name) of ``pid`` once it runs its program, at most ``timeout`` seconds later.
+
+    Right after systemd forks a main process, MainPID names that child before its exec: its name
+    is '(...)' and its argv is systemd's; during the exec the argv reads empty. Both are read again
+    until they settle. (None, None) when the process is gone; after ``timeout`` whatever was read last.
+    """
+    deadline = clock() + timeout
+    while True:
+        comm = read_comm(pid)
+        cmdline = read_cmdline(pid)
+        if comm is None and cmdline is None:
+            return None, None
+        if cmdline and not before_exec(comm):
+            return cmdline, comm
+        if clock() >= deadline:
+            return cmdline, comm
+        sleep(EXEC_POLL)
 
 
 def proc_exe(pid):
@@ -111,7 +147,13 @@ def proc_exe(pid):
 
 
 def pid_alive(pid):
-    """False once the process is gone or only a zombie waiting for its reaper."""
+    """False once the process is gone or only a zombie waiting for its reaper.
+
+    /proc/PID/stat is the state of the process's main thread. When a multi-threaded program exits
+    (the real C proxy runs ~25 threads) that thread can be a zombie while the kernel is still ending
+    the others, for up to ~20 ms: they share its file descriptors, so its listening sockets still
+    accept connections. Such a process is alive until its thread list holds only the zombie.
+    """
     if not pid:
         return False
     try:
@@ -119,7 +161,12 @@ def pid_alive(pid):
             stat = handle.read()
     except (IOError, OSError):
         return False
-    return stat.rsplit(')', 1)[-1].split()[0] != 'Z'
+    if stat.rsplit(')', 1)[-1].split()[0] != 'Z':
+        return True
+    try:
+        return len(os.listdir('/proc/%d/task' % pid)) > 1
+    except OSError:
+        return False
 
 
 def parent_pid(pid):
@@ -229,6 +276,57 @@ def descends_from(pid, ancestor, limit=64):
 def foreign_listeners(port, main_pid):
     """PIDs listening on ``port`` that are not ``main_pid`` or its descendants."""
     return sorted(pid for pid in socket_holders(listening_inodes(port)) if not descends_from(pid, main_pid))
+
+
+def new_listener(port, old_inodes):
+    """True when a socket listening on ``port`` is not one of ``old_inodes`` (listening_inodes() taken
+    before a restart), or when the kernel's socket tables cannot be read (nothing to tell apart).
+
+    An accepted connect proves nothing by itself: the kernel completes it on any listening socket,
+    also on one whose process is exiting and will never accept it.
+    """
+    if not os.access('/proc/net/tcp', os.R_OK):
+        return True
+    return bool(listening_inodes(port) - set(old_inodes))
+
+
+# Where a unit's cgroup.procs can be read: beside CGROUP_ROOTS, systemd's own hierarchy on v1 hosts.
+CGROUP_PROCS_ROOTS = CGROUP_ROOTS + ('/sys/fs/cgroup/systemd',)
+# KillMode= values with which stopping a unit ends every process of its cgroup ('' is the default).
+KILLS_CGROUP = ('', 'control-group', 'mixed')
+
+
+def cgroup_pids(cgroup):
+    """PIDs (processes, not threads) in the cgroup ``cgroup`` (systemctl show -p ControlGroup), or None."""
+    if not cgroup:
+        return None
+    for root in CGROUP_PROCS_ROOTS:
+        try:
+            with open(os.path.join(root, cgroup.lstrip('/'), 'cgroup.procs')) as handle:
+                return set(int(word) for word in handle.read().split())
+        except (IOError, OSError, ValueError):
+            continue
+    return None
+
+
+def descendants(pid):
+    """PIDs whose parent chain leads to ``pid`` (one pass over /proc)."""
+    if not pid:
+        return set()
+    return set(int(entry) for entry in os.listdir('/proc')
+               if entry.isdigit() and int(entry) != pid and descends_from(int(entry), pid))
+
+
+def unit_processes(main_pid, cgroup, kill_mode=''):
+    """The processes a stop of the unit ends, so a restart must see gone: with KillMode=control-group
+    (the default) or mixed every process of its cgroup (the C proxy's -M workers share its client
+    port), else only the main process. Without a readable cgroup, the main process and its descendants.
+    """
+    pids = set([main_pid]) if main_pid else set()
+    if kill_mode not in KILLS_CGROUP:
+        return pids
+    members = cgroup_pids(cgroup)
+    return pids | (members if members is not None else descendants(main_pid))
 
 
 def run(argv, timeout=60):

@@ -24,7 +24,7 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils.baseline import FL
 from ansible_collections.mtproxy.cutover.plugins.module_utils import host as hostlib
 from ansible_collections.mtproxy.cutover.plugins.module_utils.host import (
     HostError, Systemd, describe_unit_state, foreign_listeners, ipv6_loopback, journal_tail, kill_unit, ms,
-    now_iso, pid_alive, port_refuses, read_cmdline, show_host, tcp_accepts, unit_texts, exec_start_path,
+    now_iso, pid_alive, port_refuses, show_host, tcp_accepts, unit_texts, exec_start_path,
     write_atomic)
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import take_sample
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
@@ -178,17 +178,20 @@ def c_stats_unsafe(manifest):
 # Restart and measure
 # ---------------------------------------------------------------------------------------------
 
-def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgroup=None,
+def await_old_exit(systemd, job, old_pids, t0, stop_timeout, watch_port=None, cgroup=None,
                    grace=HANDOVER_GRACE['c'], watch_host=LOOPBACK_V4):
-    """Follow the stop half of a restart job until the old main process is gone.
+    """Follow the stop half of a restart job until every process of the old generation is gone.
 
-    Returns (gone_at, killed, handover_at, ended_early). Past ``stop_timeout`` the unit is
+    ``old_pids``: the main process first, then the other processes the stop ends (unit_processes():
+    the C proxy's -M workers share its client port, so the old proxy is gone only with the last of
+    them). Returns (gone_at, killed, handover_at, ended_early). Past ``stop_timeout`` the unit is
     SIGKILLed via systemctl kill, the same thing systemd's own stop timeout does. With
     ``watch_port`` (a client port the old process listened on) its processes are SIGKILLed (same
-    call) once that port refuses connections while the old main process still runs ``grace``
+    call) once that port refuses connections while an old process still runs ``grace``
     seconds later (it is draining); ``handover_at`` is then the moment the port
     refused, else None, and ``ended_early`` tells whether that SIGKILL was sent.
     """
+    alive = list(old_pids)
     gone_at = None
     handover_at = None
     ended_early = False
@@ -196,11 +199,12 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
     deadline = t0 + stop_timeout
     while True:
         now = time.monotonic()
-        # The job before the process: a job that failed while the old process was still seen
+        # The job before the processes: a job that failed while an old process was still seen
         # running failed to stop it; one that ends just after (the start half failing at once) is
-        # seen next round, with the process gone, as the failed start it is.
+        # seen next round, with the processes gone, as the failed start it is.
         job_state = job.poll()
-        if not pid_alive(old_pid):
+        alive = [pid for pid in alive if pid_alive(pid)]
+        if not alive:
             gone_at = now
             break
         if job_state not in (None, 0):
@@ -210,7 +214,7 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
         if watch_port and handover_at is None and port_refuses(watch_port, watch_host):
             handover_at = time.monotonic()
         if (handover_at is not None and not ended_early and not killed
-                and now - handover_at >= grace and pid_alive(old_pid)):
+                and now - handover_at >= grace and any(pid_alive(pid) for pid in alive)):
             # Listeners are closed and the old process still drains: new clients are refused until
             # the new binary runs, so do not wait for the drain.
             kill_unit(systemd, cgroup)
@@ -222,7 +226,8 @@ def await_old_exit(systemd, job, old_pid, t0, stop_timeout, watch_port=None, cgr
         elif now > deadline:
             job.kill()
             job.communicate()
-            raise SwitchError('%s did not stop within %ss even after SIGKILL' % (systemd.unit, stop_timeout + 30))
+            raise SwitchError('%s did not stop within %ss even after SIGKILL (still running: pid %s)' % (
+                systemd.unit, stop_timeout + 30, ', '.join(str(pid) for pid in alive)))
         time.sleep(PROBE_INTERVAL)
     return gone_at, killed, handover_at, ended_early
 
@@ -231,9 +236,12 @@ def to_text(data):
     return data.decode('utf-8', 'replace') if isinstance(data, bytes) else (data or '')
 
 
-def wait_listening(systemd, port, deadline, job=None, host=LOOPBACK_V4):
+def wait_listening(systemd, port, deadline, job=None, host=LOOPBACK_V4, old_listeners=None):
     """Probe ``host``:port until it accepts; (accepted_at or None, last show props or None).
 
+    With ``old_listeners`` (listening_inodes() of the port before the restart) an accept counts
+    only once a socket that is not one of them listens: the new process's, not an old one that is
+    still open (the kernel completes a connect on it all the same).
     Gives up early when systemd says the unit failed or stopped; while a restart ``job`` still runs
     the unit passes through inactive/failed on its way from stop to start, so that only counts
     once the job is done (or when there is no job to wait for).
@@ -242,7 +250,9 @@ def wait_listening(systemd, port, deadline, job=None, host=LOOPBACK_V4):
     props = None
     while time.monotonic() < deadline:
         if tcp_accepts(port, host):
-            return time.monotonic(), props
+            now = time.monotonic()
+            if not old_listeners or hostlib.new_listener(port, old_listeners):
+                return now, props
         job_state = job.poll() if job is not None else 0
         if job_state not in (None, 0):
             return None, systemd.show(*UNIT_STATE_PROPS)
@@ -268,8 +278,14 @@ def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_time
     probed on ``client_hosts`` (where the proxy binds it, see client_hosts_of()); the stats port,
     which both binaries bind on 127.0.0.1, only when ``stats_port`` is given.
     """
-    props = systemd.show('MainPID', 'ControlGroup')
+    props = systemd.show('MainPID', 'ControlGroup', 'KillMode')
     old_pid = int(props.get('MainPID') or 0)
+    # What the stop ends and the sockets it listens on: the old binary is gone when the last of those
+    # processes is, and up when a socket it did not have accepts (await_old_exit, wait_listening).
+    old_pids = sorted(hostlib.unit_processes(old_pid, props.get('ControlGroup'), props.get('KillMode', '')),
+                      key=lambda pid: pid != old_pid)
+    old_client = hostlib.listening_inodes(client_port)
+    old_stats = hostlib.listening_inodes(stats_port) if stats_port else set()
     # Before the restart: clears the start rate limit and a failed state without adding a systemctl
     # round trip to the time clients are refused.
     hostlib.run(['systemctl', 'reset-failed', systemd.unit], timeout=30)
@@ -278,12 +294,12 @@ def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_time
     t0 = time.monotonic()
     job = subprocess.Popen(['systemctl', 'restart', systemd.unit], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        gone_at, killed, handover_at, ended_early = await_old_exit(systemd, job, old_pid, t0, stop_timeout,
+        gone_at, killed, handover_at, ended_early = await_old_exit(systemd, job, old_pids, t0, stop_timeout,
                                                                    watch_port, props.get('ControlGroup'),
                                                                    HANDOVER_GRACE.get(old_flavor, HANDOVER_GRACE['c']),
                                                                    client_hosts)
         deadline = gone_at + listen_timeout
-        accepted_at, props = wait_listening(systemd, client_port, deadline, job, client_hosts)
+        accepted_at, props = wait_listening(systemd, client_port, deadline, job, client_hosts, old_client)
         timings = {'stop_ms': ms(gone_at - t0), 'start_ms': None, 'unavailable_ms': None, 'stats_ms': None,
                    'spawn_ms': None, 'binary_start_ms': None,
                    'killed_after_stop_timeout': killed, 'handover': handover,
@@ -303,14 +319,19 @@ def restart_measured(systemd, client_port, stats_port, listen_timeout, stop_time
         cause = describe_unit_state(props)
         if job.returncode not in (None, 0) and to_text(err).strip():
             cause += ' (systemctl restart: %s)' % to_text(err).strip().splitlines()[0]
-        if props.get('ActiveState') == 'active':
+        if hostlib.listening_inodes(client_port) & old_client and not hostlib.new_listener(client_port, old_client):
+            cause += (', and port %d still has only the listening socket the old processes had: a process the '
+                      'stop did not end holds it (ss -ltnp sport = :%d names it); end it and switch again'
+                      % (client_port, client_port))
+        elif props.get('ActiveState') == 'active':
             cause += ', but %s:%d did not accept connections within %ss' % (
                 show_host(client_hosts), client_port, listen_timeout)
         return timings, cause
     timings['start_ms'] = ms(accepted_at - gone_at)
     timings['unavailable_ms'] = ms(accepted_at - t0)
     if stats_port:
-        stats_at, _props = wait_listening(systemd, stats_port, max(deadline, time.monotonic() + 1.0))
+        stats_at, _props = wait_listening(systemd, stats_port, max(deadline, time.monotonic() + 1.0),
+                                          old_listeners=old_stats)
         if stats_at is None:
             return timings, ('client port %d accepts but the stats port 127.0.0.1:%d did not accept within %ss '
                              '(Go keeps running without a stats server when that port is busy)'
@@ -369,8 +390,12 @@ def check_exec_start_in_effect(systemd, pointing, want):
 
 
 def prove_process(pointing, pid, secrets):
-    """(matches, explanation or None) for the live MainPID."""
-    cmdline = read_cmdline(pid) if pid else None
+    """(matches, explanation or None) for the live MainPID, once it has finished its exec (bounded)."""
+    cmdline, comm = hostlib.read_cmdline_after_exec(pid) if pid else (None, None)
+    if hostlib.before_exec(comm):
+        return False, ('MainPID %s had not exec\'d its program after %ss: it still had the name %r systemd '
+                       'gives the process it forked; look at the unit\'s journal for what held the exec up'
+                       % (pid, hostlib.EXEC_WAIT, comm))
     if not cmdline:
         return False, 'no live main process (MainPID %s)' % pid
     expected = pointing.expected_argv()

@@ -258,3 +258,31 @@ def test_symlink_method_flips_and_returns(host):
     assert back['changed'] is True and back['argv_matches'] is True
     assert sh(host.name, 'readlink %s' % link).strip() == c_release
     assert sh(host.name, 'ls -a /opt/MTProxy/bin').split() == ['.', '..', 'mtproto-proxy']
+
+
+def test_c_with_workers_is_gone_with_its_last_process_and_thread(host):
+    """-M 2: the C master ends after its workers, and its sockets outlive its main thread (as the real
+    C's threads do, the stand-in's C for 15 ms): each flip waits for all of it and times the new process."""
+    exec_start = EXEC_START.replace(' -M 1', ' -M 2')
+    argv = exec_start.split()
+    put(host.name, UNIT.replace(EXEC_START, exec_start), '/etc/systemd/system/MTProxy.service', 0o640)
+    sh(host.name, 'rm -f %s && systemctl daemon-reload && systemctl restart MTProxy.service' % DROPIN)
+    wait_port(host.name, 443)
+    assert len(sh(host.name, 'ps -o pid= --ppid %d' % main_pid(host.name)).split()) == 2
+    manifest = json.loads(sh(host.name, 'cat %s/MTProxy/manifest.json' % STATE_DIR))
+    manifest.update(binary=C_BIN, binary_realpath=C_BIN, argv=argv, workers=2)
+    manifest['unit'].update(exec_start=exec_start, exec_start_argv=argv)
+    put(host.name, json.dumps(manifest), '%s/MTProxy/manifest.json' % STATE_DIR, 0o600)
+
+    for _round in range(3):
+        for target, args, live in (('go', {'target': 'go', 'binary': GO_BIN}, [GO_BIN] + argv[1:]),
+                                   ('c', {'target': 'c'}, argv)):
+            result = host.module('mtproxy_switch', args)
+            assert not result.get('failed'), result.get('msg')
+            timings = result['timings']
+            print('-M 2, to %s: %s' % (target, timings))
+            # An accept on the old master's socket would give start_ms ~0.1 and no fork inside it.
+            assert timings['spawn_ms'] is not None and 0 <= timings['spawn_ms'] <= timings['start_ms'], timings
+            assert timings['spawn_ms'] + timings['binary_start_ms'] == pytest.approx(timings['start_ms'], abs=0.01)
+            assert result['argv_matches'] is True and result['stats_flavor'] == target
+            assert cmdline(host.name, main_pid(host.name)) == live

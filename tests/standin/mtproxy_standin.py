@@ -68,9 +68,14 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   still open, exits when they are gone or after 2 s ("drain_s"). C -M + SIGINT: ~1 s, workers
   killed; a second SIGINT exits 1 at once and orphans the workers (they abort within ~1 s).
   SIGHUP: C only logs; Go re-reads the config (keeps the old one if the new one is broken).
+  A C process (master or worker) ends as the real multi-threaded one does: its main thread exits
+  first (a zombie in /proc/PID/stat) and another thread keeps its sockets, listening ones included,
+  for "exit_threads_s" (15 ms; the real C: 0.2-19 ms), then the process is gone and its parent
+  (systemd, or the master for a worker) hears of it.
   SIGUSR1: log reopen as measured (C without -l: later log output is discarded).
-* -M N: C forks N workers (same argv, they hold the inherited listening sockets, the master
-  serves); Go runs a supervisor that starts N workers (same argv, env MTPROXY_GO_SUPERVISED_WORKER=1,
+* -M N: C forks N workers (same argv, they hold the inherited listening sockets until they
+  end, the master serves; on SIGTERM the master signals them and exits only once they are gone,
+  as the real one does); Go runs a supervisor that starts N workers (same argv, env MTPROXY_GO_SUPERVISED_WORKER=1,
   MTPROXY_GO_WORKER_ID, MTPROXY_GO_SUPERVISOR_PID); worker 0 serves stats and clients.
 * -u USER: the C flavour drops to USER when started as root (Go ignores -u, like the real one).
 
@@ -117,6 +122,8 @@ runtime keys
                   (default "<html><body>standin garbage</body></html>\n").
   ignore_sigterm  true: SIGTERM is ignored (supervisor and workers included).
   exit_delay_s    number: after SIGTERM/SIGINT keep serving (ports held) this long, then stop.
+  exit_threads_s  number: C only, how long a process's sockets outlive its main thread when it
+                  ends (default 0.015, see "Signals" above; 0: the sockets close with the process).
   drain_s         number: Go only, the wait for open client connections at stop (default 2.0).
 """
 from __future__ import print_function
@@ -157,6 +164,10 @@ MAX_BACKEND_TARGETS = 64
 GO_DEFAULT_CONFIG_DELAY_S = 0.3
 GO_DEFAULT_DRAIN_S = 2.0
 C_SIGINT_WORKER_WAIT_S = 1.0
+# The real C runs ~25 threads per process. When one exits, its main thread is a zombie at once while
+# the kernel ends the others over 0.2-19 ms (measured), and they keep the process's descriptors:
+# its listening sockets still complete connections meanwhile. The stand-in's C processes end so too.
+C_EXIT_THREADS_S = 0.015
 PARENT_CHECK_S = 0.5
 DEFAULT_MAX_CONNECTIONS = 65536
 VALID_TAGS = (b"\xef\xef\xef\xef", b"\xee\xee\xee\xee", b"\xdd\xdd\xdd\xdd")
@@ -1470,8 +1481,10 @@ class Server(object):
             self.tick()
 
     def exit(self, code):
-        for sock in list(self.client_listeners) + ([self.stats_listener] if self.stats_listener else []):
-            self.drop(sock)
+        linger = c_exit_threads_s(self.faults) if self.flavour == "c" else 0.0
+        if not linger:
+            for sock in list(self.client_listeners) + ([self.stats_listener] if self.stats_listener else []):
+                self.drop(sock)
         for c in list(self.clients.values()):
             self.drop(c.sock)
         for h in list(self.https.values()):
@@ -1480,7 +1493,7 @@ class Server(object):
             sys.stderr.flush()
         except (IOError, OSError, ValueError):
             pass
-        os._exit(code)
+        end_process(code, linger)
 
     # ---- periodic work
     def tick(self):
@@ -2430,6 +2443,29 @@ def run_c(argv0, args, faults):
     server.run()
 
 
+def c_exit_threads_s(faults):
+    return max(0.0, faults.number("exit_threads_s", C_EXIT_THREADS_S) or 0.0)
+
+
+def end_process(code, linger=0.0):
+    """os._exit(code), after ``linger`` s in which only the main thread is gone (see C_EXIT_THREADS_S):
+    /proc/PID/stat shows a zombie, the process's sockets stay open, its parent hears of it at the end."""
+    if linger > 0:
+        try:
+            import ctypes
+            import threading
+            threading.Thread(target=exit_after, args=(linger, code)).start()
+            ctypes.CDLL(None).pthread_exit(None)
+        except (ImportError, OSError, AttributeError, RuntimeError):
+            pass
+    os._exit(code)
+
+
+def exit_after(delay, code):
+    time.sleep(delay)
+    os._exit(code)
+
+
 def c_worker_main(s, cfg, faults, master):
     """A forked C worker: holds the inherited listening sockets, logs like one, follows its master."""
     log = Log("c")
@@ -2455,7 +2491,7 @@ def c_worker_main(s, cfg, faults, master):
                 if sig == signal.SIGTERM and not faults.get("ignore_sigterm"):
                     log.c_sig("SIGTERM handled.")
                     log.c("Terminated by SIGTERM.")
-                    os._exit(0)
+                    end_process(0, c_exit_threads_s(faults))
                 if sig == signal.SIGUSR1:
                     log.c_sig("received signal 10")
                     if s.log_file:
@@ -2467,7 +2503,7 @@ def c_worker_main(s, cfg, faults, master):
                 ppid = os.getppid()
                 if ppid != master:
                     log.c("Parent %d is changed to %d, aborting" % (master, ppid))
-                    os._exit(1)
+                    end_process(1, c_exit_threads_s(faults))
     finally:
         os._exit(1)
 

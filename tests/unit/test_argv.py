@@ -6,6 +6,7 @@ import re
 import pytest
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
+    unsplit_cmdline,
     OPTIONS, REDACTED, ArgvError, find_option, parse_argv, redact_argv, redact_text,
     replace_option_values, replace_program, secret_values)
 
@@ -301,3 +302,17 @@ def test_replace_program():
     new = replace_program(argv, "/opt/MTProxy/releases/go-abc/mtproto-proxy")
     assert new[0] == "/opt/MTProxy/releases/go-abc/mtproto-proxy" and new[1:] == argv[1:]
     assert argv[0] == "/opt/MTProxy/mtproto-proxy"  # input untouched
+
+
+def test_cmdline_of_a_c_proxy_with_nat_info_is_read_back_as_started():
+    # net_add_nat_info() of the C proxy writes a NUL over the ':' of its value in argv: the real C build
+    # in the official image's shape shows `--nat-info 127.0.0.1 127.0.0.1` in /proc/PID/cmdline.
+    live = ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info', '10.0.0.5', '203.0.113.7',
+            '--nat-info=10.0.0.6', '203.0.113.8', '/etc/proxy-multi.conf']
+    assert unsplit_cmdline(live) == ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info',
+                                          '10.0.0.5:203.0.113.7', '--nat-info=10.0.0.6:203.0.113.8',
+                                          '/etc/proxy-multi.conf']
+    # The Go port leaves its argv alone; a config path after a joined value stays a word of its own.
+    as_started = ['mtproto-proxy', '--nat-info', '10.0.0.5:203.0.113.7', '10.0.0.9']
+    assert unsplit_cmdline(as_started) == as_started
+    assert unsplit_cmdline(['mtproto-proxy', '--nat-info', '10.0.0.5']) == ['mtproto-proxy', '--nat-info', '10.0.0.5']

@@ -1,16 +1,19 @@
 """Pure parts of the switch: ExecStart splitting, drop-in text, argv proof, state, redaction."""
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils import host, judge, switch
 from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
+from loopback import wait_for
 from stats_fixtures import capture
 
 STANDIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'standin')
@@ -446,22 +449,44 @@ def test_missing_state_is_recorded_without_restart(tmp_path, monkeypatch):
 # --- restart with handover: do not wait for a process that drains after closing its listeners -----
 
 DRAINER = r"""
-import signal, socket, sys, time
-listen, drain, port = sys.argv[1] == 'listen', float(sys.argv[2]), int(sys.argv[3])
+import os, signal, socket, sys, time
+mode, drain, port = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+listen = mode != 'quiet'
 server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(('127.0.0.1', port))
-server.listen(16)
-port = server.getsockname()[1]
+if listen or not port:
+    server.bind(('127.0.0.1', port))
+    server.listen(16)
+    port = server.getsockname()[1]
 if not listen:
     server.close()
+workers = []
+if mode == 'worker':
+    # A forked worker holds the inherited listening socket until `drain` s after its parent is gone.
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while os.getppid() == parent:
+            time.sleep(0.005)
+        time.sleep(drain)
+        os._exit(0)
+    workers.append(pid)
 def stop(signum, frame):
+    if mode == 'threads':
+        # As the real C proxy ends: its main thread is a zombie while another thread runs on, and
+        # with it the process's sockets, for `drain` s.
+        import ctypes, threading
+        threading.Thread(target=lambda: (time.sleep(drain), os._exit(0))).start()
+        ctypes.CDLL(None).pthread_exit(None)
+    if mode == 'worker':
+        os._exit(0)
     if listen:
         server.close()
     time.sleep(drain)
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
-print(port, flush=True)
+print(port, *workers, flush=True)
 time.sleep(30)
 """
 
@@ -470,21 +495,35 @@ REAL_POPEN = subprocess.Popen
 
 
 def drainer(mode, drain, port=0):
+    """(process, port); ``process.workers``: the PIDs of its forked workers."""
     child = REAL_POPEN([sys.executable, '-c', DRAINER, mode, str(drain), str(port)], stdout=subprocess.PIPE)
-    return child, int(child.stdout.readline())
+    words = [int(word) for word in child.stdout.readline().split()]
+    child.workers = words[1:]
+    return child, words[0]
+
+
+def running(pid):
+    """Whether ``pid`` is there and not a zombie (what systemd's cgroup would still hold)."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[-1].split()[0] != 'Z'
+    except (IOError, OSError):
+        return False
 
 
 class RestartJob(object):
-    """`systemctl restart` as systemd runs it: SIGTERM to the old process, the new one once it is gone."""
+    """`systemctl restart` as systemd runs it: SIGTERM to the old process, the new one once it is gone
+    (with all its threads: that is when the kernel tells its parent) and so are the ``others`` of its
+    cgroup (KillMode=control-group)."""
 
-    def __init__(self, old, start_new, fail_start=False):
-        self.old, self.start_new, self.fail_start = old, start_new, fail_start
+    def __init__(self, old, start_new, fail_start=False, others=()):
+        self.old, self.start_new, self.fail_start, self.others = old, start_new, fail_start, others
         self.new = None
         self.returncode = None
         old.send_signal(15)
 
     def poll(self):
-        if self.returncode is None and self.old.poll() is not None:
+        if self.returncode is None and self.old.poll() is not None and not any(running(p) for p in self.others):
             if self.fail_start:
                 self.returncode = 1
             else:
@@ -509,11 +548,11 @@ def service(monkeypatch):
     calls = []
     jobs = []
 
-    def start(mode, drain, new_mode='listen', fail_start=False):
+    def start(mode, drain, new_mode='listen', fail_start=False, kill_mode='control-group'):
         child, port = drainer(mode, drain)
         children.append(child)
         systemd = FakeSystemd({'MainPID': str(child.pid), 'ActiveState': 'failed' if fail_start else 'active',
-                               'Result': 'exit-code'})
+                               'Result': 'exit-code', 'KillMode': kill_mode})
 
         def fake_run(argv, timeout=60):
             calls.append(list(argv))
@@ -530,7 +569,8 @@ def service(monkeypatch):
 
         def popen(argv, **kw):
             assert argv == ['systemctl', 'restart', 'MTProxy.service']
-            jobs.append(RestartJob(child, start_new, fail_start))
+            others = child.workers if kill_mode == 'control-group' else ()
+            jobs.append(RestartJob(child, start_new, fail_start, others))
             return jobs[-1]
 
         monkeypatch.setattr(host, 'run', fake_run)
@@ -542,6 +582,9 @@ def service(monkeypatch):
         if child.poll() is None:
             child.kill()
         child.wait()
+        for worker in child.workers:
+            if running(worker):
+                os.kill(worker, 9)
 
 
 RESET_CALL = ['systemctl', 'reset-failed', 'MTProxy.service']
@@ -685,7 +728,7 @@ def test_an_old_process_that_exits_as_the_start_fails_is_a_start_failure(monkeyp
 
     monkeypatch.setattr(switch, 'pid_alive', alive_until_this_check)
     t0 = time.monotonic()
-    gone_at, killed, handover_at, ended_early = switch.await_old_exit(FakeSystemd({}), job, 4242, t0, 60)
+    gone_at, killed, handover_at, ended_early = switch.await_old_exit(FakeSystemd({}), job, [4242], t0, 60)
     assert gone_at >= t0 and (killed, handover_at, ended_early) == (False, None, False)
 
 
@@ -693,7 +736,7 @@ def test_a_job_that_fails_while_the_old_process_runs_is_a_failed_stop(monkeypatc
     monkeypatch.setattr(switch, 'pid_alive', lambda pid: True)
     job = FailedJob(b'Job for MTProxy.service canceled.')
     with pytest.raises(switch.SwitchError, match='failed while stopping the old process: Job for .* canceled'):
-        switch.await_old_exit(FakeSystemd({}), job, 4242, time.monotonic(), 60)
+        switch.await_old_exit(FakeSystemd({}), job, [4242], time.monotonic(), 60)
 
 
 def test_a_new_process_that_never_listens_times_out(service):
@@ -702,6 +745,181 @@ def test_a_new_process_that_never_listens_times_out(service):
     timings, failure = switch.restart_measured(systemd, port, None, 0.5, 60, 'listeners_closed')
     assert timings['start_ms'] is None
     assert 'did not accept connections within 0.5s' in failure
+
+
+# --- the old generation: every thread and every process of it, and only the new one's listener -------
+
+LEADER_EXIT = r"""
+import ctypes, os, socket, sys, threading, time
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.bind(('127.0.0.1', 0))
+server.listen(16)
+print(server.getsockname()[1], flush=True)
+threading.Thread(target=lambda: (time.sleep(float(sys.argv[1])), os._exit(0))).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_zombie_main_thread_whose_threads_still_hold_the_listener_is_alive():
+    # What the real C proxy shows for up to ~20 ms after exit(): its main thread a zombie, its
+    # other threads still ending, its listening socket still accepting connections.
+    child = REAL_POPEN([sys.executable, '-c', LEADER_EXIT, '0.5'], stdout=subprocess.PIPE)
+    try:
+        port = int(child.stdout.readline())
+        assert wait_for(lambda: not running(child.pid), timeout=5)
+        assert host.tcp_accepts(port)
+        assert host.pid_alive(child.pid) is True
+        assert child.wait(timeout=5) == 0
+        assert host.pid_alive(child.pid) is False
+        assert not host.tcp_accepts(port)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_restart_waits_for_the_threads_of_the_old_main_process(service):
+    start, _calls = service
+    systemd, _child, port = start('threads', 0.3)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'wait_exit')
+    assert failure is None
+    # Gone only once its last thread is, and the accept is the new process's: systemd forked it
+    # within start_ms (not after an accept on the old socket, with start_ms ~0.1 and no split).
+    assert timings['stop_ms'] >= 300
+    assert timings['spawn_ms'] is not None and 0 <= timings['spawn_ms'] <= timings['start_ms']
+    assert timings['spawn_ms'] + timings['binary_start_ms'] == pytest.approx(timings['start_ms'], abs=0.01)
+
+
+def test_restart_waits_for_a_worker_that_keeps_the_listener(service):
+    start, _calls = service
+    systemd, child, port = start('worker', 0.3)
+    timings, failure = switch.restart_measured(systemd, port, None, 10, 60, 'wait_exit')
+    assert failure is None and child.returncode == 0
+    assert not running(child.workers[0])
+    assert timings['stop_ms'] >= 300
+    assert timings['spawn_ms'] is not None
+    assert timings['spawn_ms'] + timings['binary_start_ms'] == pytest.approx(timings['start_ms'], abs=0.01)
+
+
+def test_an_accept_only_on_a_listener_the_old_processes_had_is_not_the_new_process(service):
+    # KillMode=process: systemd ends the main process only, a worker keeps the port; the new
+    # process (which never listens here) must not be taken for up because the port accepts.
+    start, _calls = service
+    systemd, child, port = start('worker', 30, new_mode='quiet', kill_mode='process')
+    timings, failure = switch.restart_measured(systemd, port, None, 0.5, 60, 'wait_exit')
+    assert running(child.workers[0])
+    assert timings['start_ms'] is None and timings['spawn_ms'] is None
+    assert ('port %d still has only the listening socket the old processes had: a process the stop did '
+            'not end holds it (ss -ltnp sport = :%d names it); end it and switch again' % (port, port)) in failure
+
+
+def test_wait_listening_takes_the_first_accept_on_a_new_listener():
+    old = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    old.bind(('127.0.0.1', 0))
+    old.listen(16)
+    port = old.getsockname()[1]
+    old_inodes = host.listening_inodes(port)
+    assert old_inodes
+    new = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    new.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    new.bind(('127.0.0.1', port))
+    opened = []
+
+    def open_new():
+        new.listen(16)
+        opened.append(time.monotonic())
+    timer = threading.Timer(0.3, open_new)
+    started = time.monotonic()
+    timer.start()
+    try:
+        accepted_at, _props = switch.wait_listening(FakeSystemd({}), port, started + 5, old_listeners=old_inodes)
+    finally:
+        timer.join()
+        old.close()
+        new.close()
+    assert accepted_at is not None and accepted_at >= opened[0]
+
+
+def test_unit_processes_follow_kill_mode_and_the_cgroup(tmp_path, monkeypatch):
+    cgroup = '/system.slice/MTProxy.service'
+    (tmp_path / cgroup.lstrip('/')).mkdir(parents=True)
+    (tmp_path / cgroup.lstrip('/') / 'cgroup.procs').write_text('100\n101\n102\n')
+    monkeypatch.setattr(host, 'CGROUP_PROCS_ROOTS', (str(tmp_path / 'missing'), str(tmp_path)))
+    assert host.unit_processes(100, cgroup) == {100, 101, 102}
+    assert host.unit_processes(100, cgroup, 'control-group') == {100, 101, 102}
+    assert host.unit_processes(100, cgroup, 'mixed') == {100, 101, 102}
+    # systemd stops only the main process: the others are the unit's, left running by design.
+    assert host.unit_processes(100, cgroup, 'process') == {100}
+    assert host.unit_processes(100, cgroup, 'none') == {100}
+    assert host.unit_processes(0, cgroup) == {100, 101, 102}
+
+
+def test_unit_processes_without_a_readable_cgroup_are_the_main_process_and_its_descendants(monkeypatch):
+    monkeypatch.setattr(host, 'CGROUP_PROCS_ROOTS', ('/nonexistent',))
+    child, _port = drainer('worker', 30)
+    try:
+        assert host.unit_processes(child.pid, '/system.slice/MTProxy.service') == {child.pid} | set(child.workers)
+        assert host.unit_processes(child.pid, None) == {child.pid} | set(child.workers)
+    finally:
+        child.kill()
+        child.wait()
+        os.kill(child.workers[0], 9)
+
+
+BEFORE_EXEC = r"""
+import ctypes, os, sys, time
+ctypes.CDLL(None).prctl(15, b'(proxy-go)', 0, 0, 0)
+time.sleep(float(sys.argv[1]))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def test_the_argv_proof_waits_for_a_main_process_that_has_not_exec_d_yet(tmp_path):
+    # MainPID as systemd shows it right after the fork: named '(proxy-go)', running systemd's code.
+    # The "Go binary" is sleep, so that its argv is exact from the exec on.
+    go = shutil.which('sleep')
+    data = manifest(argv=[C_ARGV[0], '30'], unit={'exec_start': '%s 30' % C_ARGV[0]})
+    pointing = pt.DropIn(data, None, 'go', go, str(tmp_path / 'etc'))
+    child = REAL_POPEN([sys.executable, '-c', BEFORE_EXEC, '0.3', go, '30'])
+    try:
+        assert wait_for(lambda: host.read_comm(child.pid) == '(proxy-go)')
+        assert switch.prove_process(pointing, child.pid, [SECRET]) == (True, None)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_argv_proof_names_a_main_process_that_never_exec_s(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, 'EXEC_WAIT', 0.3)
+    pointing = pt.DropIn(manifest(), None, 'go', GO, str(tmp_path / 'etc'))
+    child = REAL_POPEN([sys.executable, '-c', BEFORE_EXEC, '30', GO])
+    try:
+        assert wait_for(lambda: host.read_comm(child.pid) == '(proxy-go)')
+        started = time.monotonic()
+        matches, why = switch.prove_process(pointing, child.pid, [SECRET])
+        assert 0.3 <= time.monotonic() - started < 2
+    finally:
+        child.kill()
+        child.wait()
+    assert matches is False
+    assert why == ("MainPID %d had not exec'd its program after 0.3s: it still had the name '(proxy-go)' "
+                   "systemd gives the process it forked; look at the unit's journal for what held the exec up"
+                   % child.pid)
+
+
+def test_read_cmdline_after_exec_rereads_an_empty_argv(monkeypatch):
+    # The reads of one exec: systemd's child, the exec under way (argv empty), the program.
+    reads = [('(proxy-go)', ['(proxy-go)']), ('mtproto-proxy-g', None), ('mtproto-proxy-g', [GO, '-p', '8888'])]
+    monkeypatch.setattr(host, 'read_comm', lambda pid: reads[0][0])
+    monkeypatch.setattr(host, 'read_cmdline', lambda pid: reads.pop(0)[1])
+    clock = Clock()
+    assert host.read_cmdline_after_exec(4242, clock=clock, sleep=clock.sleep) == ([GO, '-p', '8888'], 'mtproto-proxy-g')
+    assert clock.slept == [host.EXEC_POLL] * 2
+
+
+def test_read_cmdline_after_exec_of_a_process_that_is_gone():
+    assert host.read_cmdline_after_exec(2 ** 22 + 1) == (None, None)
 
 
 def test_port_refuses_only_on_an_actual_refusal():

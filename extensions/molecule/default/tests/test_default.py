@@ -4,6 +4,8 @@ import pathlib
 import stat
 import sys
 
+import pytest
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "shared"))
 import cutover_checks as cc  # noqa: E402
 
@@ -50,6 +52,17 @@ def test_report_lists_host_on_go_with_pass_and_timings(host):
     assert entry["flavor"] == "go"
     for key in ("stop_ms", "start_ms", "unavailable_ms"):
         assert isinstance(entry["timings"][key], (int, float)) and entry["timings"][key] >= 0, key
+
+
+def test_the_flip_timed_the_new_process(host):
+    flips = [h for h in cc.host_state(host)["history"] if h["to"] == "go" and h["result"] == "ok"]
+    assert flips
+    timings = flips[0]["timings"]
+    print("%s C -> Go timings (ms): %s" % (host.backend.get_hostname(), timings))
+    # systemd forked the new process inside start_ms: the accept that ended it was the new
+    # binary's, not one on the old C master's sockets (they outlive its main thread for some ms).
+    assert timings["spawn_ms"] is not None and 0 <= timings["spawn_ms"] <= timings["start_ms"], timings
+    assert timings["spawn_ms"] + timings["binary_start_ms"] == pytest.approx(timings["start_ms"], abs=0.01)
 
 
 def test_report_covers_exactly_the_fleet():
