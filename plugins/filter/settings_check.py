@@ -18,8 +18,11 @@ description:
     C(mtproxy_drill_*) settings that the argument spec knows, to be validated with
     C(ansible.builtin.validate_argument_spec); every such name the spec does not know (a likely typo,
     with the closest known name); and the errors of the SLO thresholds, checked by the judge's own
-    validation (unknown threshold names, values that are not numbers, negative values), and of ranges
-    (a window of 0 seconds).
+    validation (unknown threshold names, values that are not numbers, negative values), of ranges
+    (a window of 0 seconds), of C(mtproxy_cutover_serial) (what Ansible's C(serial) accepts, waves of at
+    least one host, percentages from 1% to 100%), and of hook task files that do not exist on the controller.
+  - Also returns the absolute path of each hook's task file; a relative path is relative to the directory
+    C(ansible-playbook) was started in.
   - Used by the preflight role before any host task runs.
 options:
   _input:
@@ -40,7 +43,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C(settings) (name -> value), C(unknown) (list of texts), C(errors) (list of texts).
+  description:
+    - C(settings) (name -> value), C(spec) (the options to validate them against; an empty
+      C(mtproxy_cutover_stop_after) means not set and is left out), C(unknown) (list of texts), C(errors)
+      (list of texts), C(hook_files)
+      (C(before_flip), C(after_flip), C(before_rollback) -> absolute path, empty when not set).
   type: dict
 """
 

@@ -7,7 +7,13 @@ The preflight validates the settings with ``ansible.builtin.validate_argument_sp
 ``settings`` entry point of roles/preflight/meta/argument_specs.yml (types, choices). This adds:
 names that the spec does not know (a typo such as ``mtproxy_cutover_stop_afer`` would otherwise be
 ignored, and a preparation-only run would flip the fleet), thresholds judged by the judge's own
-validation (module_utils/judge.effective_thresholds), and ranges.
+validation (module_utils/judge.effective_thresholds), ranges, the waves of
+``mtproxy_cutover_serial`` (a play keyword: a bad value would otherwise stop the run only at the
+wave play, after the canaries were flipped), and that the hook task files exist on the controller.
+
+Paths on the controller (the Go binary, the hook task files) are relative to the directory
+ansible-playbook was started in (``controller_path``), not to the playbook's directory, where
+Ansible runs modules of a local connection.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,6 +22,8 @@ __metaclass__ = type
 
 import difflib
 import json
+import os
+import re
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import effective_thresholds
 
@@ -35,6 +43,56 @@ MINIMUM = {
     "mtproxy_drill_envelope_factor": 1,
     "mtproxy_drill_envelope_slack_ms": 0,
 }
+# Hook task files: setting -> hook name (playbooks/tasks/hook.yml).
+HOOKS = {
+    "mtproxy_cutover_before_flip_tasks": "before_flip",
+    "mtproxy_cutover_after_flip_tasks": "after_flip",
+    "mtproxy_cutover_before_rollback_tasks": "before_rollback",
+}
+# Settings whose empty value means "not set" (the roles read them with default('')): when empty they
+# are left out of the spec the preflight validates against, so that its choices need no empty item.
+EMPTY_IS_UNSET = ("mtproxy_cutover_stop_after",)
+SERIAL = "mtproxy_cutover_serial"
+SERIAL_ALLOWED = ('a positive number of hosts (5), a percentage of the fleet from 1%% to 100%% ("25%%"), '
+                  'or a list of those, e.g. -e \'{"%s": [1, "25%%", "100%%"]}\'' % SERIAL)
+_WAVE = re.compile(r"^\s*([+-]?[0-9]+)\s*(%?)\s*$")
+
+
+def controller_path(path):
+    """``path`` made absolute against the directory ansible-playbook was started in ('' stays '').
+
+    That is the controller's working directory (os.getcwd(), whatever $PWD says): Ansible never
+    changes it, while it runs modules of a local connection in the playbook's directory.
+    """
+    if not path:
+        return ""
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def _wave_problem(value):
+    """Why ``value`` is not one wave size of Ansible's ``serial``, or None."""
+    match = None if isinstance(value, bool) or not isinstance(value, (int, str)) else _WAVE.match(str(value))
+    if not match:
+        return "%r is not a whole number of hosts or a percentage" % (value,)
+    number, percent = int(match.group(1)), match.group(2)
+    if percent and not 1 <= number <= 100:
+        return "%s%% is not a percentage from 1%% to 100%%" % number
+    if not percent and number < 1:
+        return "%s is not a positive number of hosts (Ansible would flip every remaining host at once; " \
+               "\"100%%\" says that)" % number
+    return None
+
+
+def serial_problem(value):
+    """Why ``value`` cannot be the ``serial`` of the wave play, or None."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        return "an empty list names no wave (Ansible would flip every remaining host at once; \"100%\" says that)"
+    for item in values:
+        problem = _wave_problem(item)
+        if problem:
+            return problem
+    return None
 
 
 def _number(value):
@@ -58,13 +116,17 @@ def _suggestion(name, known):
 
 
 def check_settings(variables, spec_options):
-    """{settings, unknown, errors} of the settings among ``variables`` (a host's variables).
+    """{settings, spec, unknown, errors, hook_files} of the settings among ``variables`` (a host's variables).
 
-    ``settings`` are the known settings with their values (for validate_argument_spec),
+    ``settings`` are the known settings with their values and ``spec`` the options to validate them
+    against (for validate_argument_spec, which also reads every option of ``spec`` from the task's
+    variables: a setting that is empty and means "not set" is left out of both),
     ``unknown`` one text per unknown name (with the closest known name), ``errors`` one text per
-    threshold or range problem.
+    threshold, range, serial or hook file problem, ``hook_files`` the absolute path of each hook's
+    task file by hook name ('' when not set).
     """
     known = sorted(spec_options or {})
+    spec = dict(spec_options or {})
     settings = {}
     unknown = []
     errors = []
@@ -73,7 +135,11 @@ def check_settings(variables, spec_options):
             unknown.append("%s%s" % (name, _suggestion(name, known)))
             continue
         try:
-            settings[name] = variables[name]
+            value = variables[name]
+            if name in EMPTY_IS_UNSET and value in ("", None):
+                spec.pop(name, None)
+                continue
+            settings[name] = value
         except Exception as exc:  # pylint: disable=broad-except  # templating errors of any kind
             errors.append("%s cannot be read: %s" % (name, exc))
     thresholds = settings.get("mtproxy_cutover_thresholds")
@@ -92,4 +158,17 @@ def check_settings(variables, spec_options):
             number = _number(settings[name])
             if number is not None and number < minimum:
                 errors.append("%s must be at least %s (got %s)" % (name, minimum, settings[name]))
-    return {"settings": settings, "unknown": unknown, "errors": errors}
+    if SERIAL in settings:
+        problem = serial_problem(settings[SERIAL])
+        if problem:
+            errors.append("%s: %s; give %s" % (SERIAL, problem, SERIAL_ALLOWED))
+    hook_files = {}
+    for name, hook in sorted(HOOKS.items()):
+        given = settings.get(name)
+        hook_files[hook] = controller_path(given) if isinstance(given, str) else ""
+        if hook_files[hook] and not os.path.isfile(hook_files[hook]):
+            errors.append("%s: task file %s %s on the controller (a relative path is relative to %s, where "
+                          "ansible-playbook was started): give the path of an existing task file"
+                          % (name, hook_files[hook], "is not a file" if os.path.exists(hook_files[hook])
+                             else "does not exist", os.getcwd()))
+    return {"settings": settings, "spec": spec, "unknown": unknown, "errors": errors, "hook_files": hook_files}

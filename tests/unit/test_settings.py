@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.mtproxy.cutover.plugins.plugin_utils.settings import check_settings
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.settings import check_settings, controller_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC_FILE = os.path.join(REPO, "roles", "preflight", "meta", "argument_specs.yml")
@@ -75,8 +75,83 @@ def test_ranges():
 
 def test_spec_choices_cover_the_documented_values():
     spec = _spec()
-    assert spec["mtproxy_cutover_stop_after"]["choices"] == ["", "freeze", "stage"]
+    assert spec["mtproxy_cutover_stop_after"]["choices"] == ["freeze", "stage"]
     assert spec["mtproxy_cutover_rollback_scope"]["choices"] == ["host", "wave", "fleet"]
     assert spec["mtproxy_cutover_method"]["choices"] == ["dropin", "symlink"]
     assert spec["mtproxy_cutover_inconclusive"]["choices"] == ["fail", "pass"]
     assert spec["mtproxy_cutover_go_binary_url_password"]["no_log"] is True
+
+
+# --- mtproxy_cutover_serial: what Ansible's serial accepts, checked before any canary flips ----
+
+@pytest.mark.parametrize("serial", ["abc", "0", "-5", "150%", 0, -5, "0%", [1, "x"], [1, 0], [], True, 2.5, "[1, 2]"])
+def test_a_serial_the_wave_play_cannot_use_is_refused_with_what_is_allowed(serial):
+    errors = check_settings({"mtproxy_cutover_serial": serial}, _spec())["errors"]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("mtproxy_cutover_serial: ")
+    # What is allowed, and how to pass a list.
+    assert ('give a positive number of hosts (5), a percentage of the fleet from 1% to 100% ("25%"), or a list of '
+            'those, e.g. -e \'{"mtproxy_cutover_serial": [1, "25%", "100%"]}\'') in errors[0]
+
+
+@pytest.mark.parametrize("serial, cause", [
+    ("abc", "'abc' is not a whole number of hosts or a percentage"),
+    ("0", "0 is not a positive number of hosts (Ansible would flip every remaining host at once"),
+    (-5, "-5 is not a positive number of hosts"),
+    ("150%", "150% is not a percentage from 1% to 100%"),
+    ([], "an empty list names no wave"),
+])
+def test_a_bad_serial_names_its_cause(serial, cause):
+    (error,) = check_settings({"mtproxy_cutover_serial": serial}, _spec())["errors"]
+    assert cause in error, error
+
+
+@pytest.mark.parametrize("serial", [1, "5", "25%", "100%", " 30% ", [1, "25%", "100%"], ["1", 2, "50%"]])
+def test_a_serial_ansible_accepts_passes(serial):
+    assert check_settings({"mtproxy_cutover_serial": serial}, _spec())["errors"] == []
+
+
+# --- hook task files: they exist, and relative paths are relative to where ansible-playbook started
+
+def test_a_missing_hook_file_is_refused_naming_the_setting_and_its_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    errors = check_settings({"mtproxy_cutover_after_flip_tasks": "hooks/put-back.yml",
+                             "mtproxy_cutover_before_rollback_tasks": str(tmp_path)}, _spec())["errors"]
+    assert errors == [
+        "mtproxy_cutover_after_flip_tasks: task file %s does not exist on the controller (a relative path is "
+        "relative to %s, where ansible-playbook was started): give the path of an existing task file"
+        % (tmp_path / "hooks" / "put-back.yml", tmp_path),
+        "mtproxy_cutover_before_rollback_tasks: task file %s is not a file on the controller (a relative path is "
+        "relative to %s, where ansible-playbook was started): give the path of an existing task file"
+        % (tmp_path, tmp_path)]
+
+
+def test_hook_files_are_made_absolute_against_the_working_directory_not_pwd(tmp_path, monkeypatch):
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "drain.yml").write_text("---\n[]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PWD", "/")
+    result = check_settings({"mtproxy_cutover_before_flip_tasks": "./hooks/drain.yml"}, _spec())
+    assert result["errors"] == []
+    assert result["hook_files"] == {"before_flip": str(tmp_path / "hooks" / "drain.yml"), "after_flip": "",
+                                    "before_rollback": ""}
+
+
+def test_controller_path_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PWD", raising=False)
+    assert controller_path("./mtproto-proxy-go") == str(tmp_path / "mtproto-proxy-go")
+    assert controller_path("/opt/go") == "/opt/go"
+    assert controller_path("") == ""
+
+
+def test_an_empty_stop_after_is_not_set_and_needs_no_empty_choice():
+    # The argument spec's choices list no empty item ("must be one of: , freeze, stage" read badly).
+    assert "" not in _spec()["mtproxy_cutover_stop_after"]["choices"]
+    # validate_argument_spec reads every option of the spec it is given from the task's variables too:
+    # an empty value must be left out of that spec, not only out of the settings.
+    result = check_settings({"mtproxy_cutover_stop_after": ""}, _spec())
+    assert result["settings"] == {} and result["errors"] == []
+    assert "mtproxy_cutover_stop_after" not in result["spec"] and "mtproxy_cutover_method" in result["spec"]
+    result = check_settings({"mtproxy_cutover_stop_after": "stge"}, _spec())
+    assert result["settings"] == {"mtproxy_cutover_stop_after": "stge"} and result["spec"] == _spec()
