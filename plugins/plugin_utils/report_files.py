@@ -263,6 +263,9 @@ def apply(params, check_mode=False, controller=None):
             run.setdefault("started_at", None)
             run["started_at"] = run["started_at"] or rep.utc_now()
             run["expected_hosts"] = list(run.get("expected_hosts") or [])
+            if run.get("report_template"):
+                # Relative to the working directory, like run_dir; the watcher renders from "/".
+                run["report_template"] = os.path.abspath(run["report_template"])
             if controller:
                 run["controller"] = controller
         if not check_mode:

@@ -285,6 +285,18 @@ def test_operator_template_replaces_the_markdown(tmp_path):
         assert handle.read() == "run r1: success, 0.9651\n"
 
 
+def test_relative_operator_template_is_kept_absolute_for_the_watcher(tmp_path, monkeypatch):
+    # The watcher renders from "/": a template given relative to the working directory must still be found.
+    (tmp_path / "mine.md.j2").write_text("mine: {{ report.result }}\n")
+    monkeypatch.chdir(tmp_path)
+    run_dir = str(tmp_path / "run")
+    rf.apply(_params(run_dir, run=dict(RUN, report_template="mine.md.j2")))
+    assert rep.load_run(run_dir)["report_template"] == str(tmp_path / "mine.md.j2")
+    monkeypatch.chdir("/")
+    result = rf.apply(_params(run_dir, host="h1", stage="outcome", record=ON_GO))
+    assert open(result["markdown_path"]).read() == "mine: running\n"
+
+
 def test_broken_operator_template_fails_the_start_not_a_later_step(tmp_path):
     template = tmp_path / "broken.md.j2"
     template.write_text("{% for %}\n")
