@@ -38,6 +38,14 @@ all:
         ghost1:
 """
 
+LOCAL = """
+all:
+  children:
+    mtproxy:
+      hosts:
+        local1: {ansible_connection: local, ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+"""
+
 NO_CANARY = """
 all:
   children:
@@ -126,6 +134,23 @@ def _go_vars(go_binary):
     return ["-e", "mtproxy_cutover_go_binary=%s" % go_binary[0], "-e", "mtproxy_cutover_go_sha256=%s" % go_binary[1]]
 
 
+SUMMARY_KEYS = {"run_id", "playbook", "result", "reason", "summary", "hosts", "report_json", "report_md", "timeline_svg"}
+
+
+def _exported_summary(run):
+    """The run summary exported with set_stats (ANSIBLE_SHOW_CUSTOM_STATS prints it as one JSON line)."""
+    lines = [line for line in run.output.splitlines() if line.strip().startswith("RUN: ")]
+    assert len(lines) == 1, run.output
+    stats = json.loads(lines[0].strip()[len("RUN: "):])
+    summary = stats["mtproxy_run_report"]
+    assert set(summary) == SUMMARY_KEYS, summary
+    report = run.report()
+    assert (summary["run_id"], summary["result"], summary["reason"]) == (report["run_id"], report["result"], report["reason"])
+    assert summary["hosts"] == {host: entry["result"] for host, entry in report["hosts"].items()}
+    assert summary["report_json"] == os.path.join(run.run_dir, "report.json")
+    return summary
+
+
 # --- 1. the result comes from the hosts the run was meant to touch ---------------------------
 
 def test_cutover_of_hosts_that_never_answer_fails_and_names_them(tmp_path, go_binary):
@@ -140,6 +165,8 @@ def test_cutover_of_hosts_that_never_answer_fails_and_names_them(tmp_path, go_bi
     # Stopped before anything changed: no host task after the reachability check.
     assert "Record unit, argv, file checksums" not in run.output
     assert "success" not in run.texts()["report.md"]
+    # 7. The run summary is exported for automation controller on this early stop too.
+    assert _exported_summary(run)["result"] == "failed"
 
 
 def test_drill_without_a_canary_fails_instead_of_succeeding_with_no_host(tmp_path, go_binary):
@@ -147,7 +174,19 @@ def test_drill_without_a_canary_fails_instead_of_succeeding_with_no_host(tmp_pat
     assert run.rc == 2, run.output
     report = run.report()
     assert report["result"] == "failed"
-    assert "the run has no host to act on" in report["reason"]
+    # Why, and the way forward (was: "the run has no host to act on, or its host(s)  are not among ...").
+    assert ("drill.yml has no host to drill: group mtproxy_canary has no host and mtproxy_drill_host is not set; "
+            "add a canary to the inventory or pass -e mtproxy_drill_host=NAME (a host of group mtproxy)"
+            in report["reason"]), report["reason"]
+    assert "(s)  " not in report["reason"]
+
+
+def test_drill_host_outside_the_run_is_named(tmp_path, go_binary):
+    run = _playbook(tmp_path, "drill", NO_CANARY, *_go_vars(go_binary) + ["-e", "mtproxy_drill_host=proxy9"])
+    assert run.rc == 2, run.output
+    assert ("the drill host proxy9 (mtproxy_drill_host, else the first host of group mtproxy_canary) is not among "
+            "this play's hosts (ghost1): name host(s) of group mtproxy that --limit leaves in the run"
+            in run.report()["reason"]), run.report()["reason"]
 
 
 # --- 2. settings are checked before any host task --------------------------------------------
@@ -177,8 +216,80 @@ def test_settings_mistakes_stop_the_run_before_any_host_task(tmp_path, go_binary
 def test_stop_after_with_a_bad_value_is_refused(tmp_path, go_binary):
     run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary) + ["-e", "mtproxy_cutover_stop_after=stge"])
     assert run.rc == 2, run.output
-    assert "value of mtproxy_cutover_stop_after must be one of: , freeze, stage, got: stge" in run.report()["reason"]
+    reason = run.report()["reason"]
+    assert "value of mtproxy_cutover_stop_after must be one of: freeze, stage, got: stge" in reason
+    assert "one of: ," not in run.output
     assert "TASK [Check the host answers]" not in run.output
+    # 7. The run summary is exported for automation controller when the preflight stops the run.
+    assert _exported_summary(run)["result"] == "failed"
+
+
+def test_an_empty_stop_after_is_the_same_as_not_set(tmp_path, go_binary):
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary) + ["-e", "mtproxy_cutover_stop_after="])
+    assert run.rc == 2, run.output
+    # Past the settings check (the ghosts then do not answer), with no complaint about the empty value.
+    assert "TASK [Check the host answers]" in run.output
+    assert "mtproxy_cutover_stop_after" not in run.report()["reason"], run.report()["reason"]
+
+
+@pytest.mark.parametrize("serial", ["abc", "0", "-5", "150%"])
+def test_a_serial_the_wave_play_cannot_use_stops_the_run_in_the_preflight(tmp_path, go_binary, serial):
+    # Was: accepted by the preflight; the wave play then aborted ("invalid literal for int()") after a canary flipped.
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary) + ["-e", "mtproxy_cutover_serial=%s" % serial])
+    assert run.rc == 2, run.output
+    assert "TASK [Check the host answers]" not in run.output
+    reason = run.report()["reason"]
+    assert "ghost1: mtproxy_cutover_serial: " in reason, reason
+    assert 'give a positive number of hosts (5), a percentage of the fleet from 1% to 100% ("25%")' in reason
+
+
+def test_a_missing_hook_file_stops_the_run_in_the_preflight_naming_setting_and_path(tmp_path, go_binary):
+    run = _playbook(tmp_path, "cutover", GHOSTS, *_go_vars(go_binary) + [
+        "-e", "mtproxy_cutover_after_flip_tasks=hooks/put-back.yml"])
+    assert run.rc == 2, run.output
+    assert "TASK [Check the host answers]" not in run.output
+    assert ("ghost1: mtproxy_cutover_after_flip_tasks: task file %s does not exist on the controller"
+            % (tmp_path / "hooks" / "put-back.yml")) in run.report()["reason"], run.report()["reason"]
+
+
+def test_relative_go_binary_is_the_file_in_the_working_directory(tmp_path, go_binary):
+    # The README's `-e mtproxy_cutover_go_binary=./mtproto-proxy-go`, run where the file is (was: looked up in playbooks/).
+    assert os.path.dirname(go_binary[0]) == str(tmp_path)
+    env = _env(tmp_path)
+    env["PWD"] = "/"
+    run = _playbook(tmp_path, "cutover", GHOSTS, "-e", "mtproxy_cutover_go_binary=./mtproto-proxy-go",
+                    "-e", "mtproxy_cutover_go_sha256=%s" % go_binary[1], env=env)
+    assert run.rc == 2, run.output
+    report = run.report()
+    assert "does not exist" not in report["reason"] and "did not answer" in report["reason"], report["reason"]
+    assert report["go"]["source"] == go_binary[0]
+
+
+HOOK = """
+- name: Leave a mark that the hook ran
+  ansible.builtin.copy:
+    content: "before_rollback ran on {{ inventory_hostname }}\\n"
+    dest: "%s"
+    mode: "0644"
+"""
+
+
+def test_rollback_runs_a_relative_hook_and_exports_the_summary_when_it_stops(tmp_path):
+    # A host that answers but has no freeze: the before_rollback hook (given relative to the working directory)
+    # runs, the rollback fails, stop_run finishes the run and exports the summary for automation controller.
+    # The operator's tasks/hook.yml was looked up beside the playbook first: the collection's own
+    # playbooks/tasks/hook.yml ran instead, including itself without end.
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "hook.yml").write_text(HOOK % (tmp_path / "hook-ran"))
+    run = _playbook(tmp_path, "rollback", LOCAL, "-e", "mtproxy_cutover_before_rollback_tasks=tasks/hook.yml",
+                    "-e", "mtproxy_cutover_service=mtproxy-cutover-test-absent",
+                    "-e", "mtproxy_cutover_state_dir=%s" % (tmp_path / "state"))
+    assert run.rc == 2, run.output
+    assert (tmp_path / "hook-ran").read_text() == "before_rollback ran on local1\n"
+    report = run.report()
+    assert report["hosts"]["local1"]["result"] == "failed" and "rollback failed" in report["reason"], report
+    summary = _exported_summary(run)
+    assert summary["result"] == "failed" and summary["hosts"] == {"local1": "failed"}
 
 
 # --- 3. controller-side steps run whatever --limit says -------------------------------------
@@ -193,7 +304,7 @@ def test_rollback_with_limit_writes_its_report(tmp_path):
     assert report["result"] == "failed" and report["finished_at"]
     assert "TASK [mtproxy.cutover.report : Render the run report and finish the run]" in run.output
     # 7. The run summary is exported for automation controller (set_stats).
-    assert "mtproxy_run_report" in run.output and '"result": "failed"' in run.output
+    assert _exported_summary(run)["result"] == "failed"
 
 
 # --- 4. credentials never reach a record or a message; artifacts without $PWD -----------------
