@@ -31,7 +31,7 @@ $(VENV)/.installed: requirements/test.txt
 $(VENV)/.collections: $(VENV)/.installed
 	rm -rf $(COLLECTIONS) $(VENV)/dl && mkdir -p $(COLLECTIONS)/ansible_collections/mtproxy $(VENV)/dl
 	$(PY) -m pip download -q --no-deps -d $(VENV)/dl '$(ANSIBLE_BUNDLE)'
-	$(PY) tests/hosts/extract_collections.py $(VENV)/dl/*.whl $(COLLECTIONS) community/docker ansible/posix
+	$(PY) tests/hosts/extract_collections.py $(VENV)/dl/*.whl $(COLLECTIONS) community/docker community/library_inventory_filtering_v1 ansible/posix
 	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/mtproxy/cutover
 	touch $@
 
@@ -76,7 +76,9 @@ demo: venv engine image
 
 bench: venv engine image
 	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) tests/bench/run_bench.py
+	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) tests/bench/container_flip.py
 
 clean:
 	$(PY) tests/hosts/fleet.py down --all || true
+	$(PY) tests/hosts/container_fleet.py down --all || true
 	rm -rf $(VENV) .venv-sanity artifacts build

@@ -18,7 +18,7 @@ import os
 import time
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
-    ArgvError, client_probe_hosts, parse_argv, redact_argv, redact_text, secret_values)
+    ArgvError, client_probe_hosts, parse_argv, redact_argv, redact_text, secret_values, unsplit_cmdline)
 from ansible_collections.mtproxy.cutover.plugins.module_utils import baseline as bl
 from ansible_collections.mtproxy.cutover.plugins.module_utils import bridge as br
 from ansible_collections.mtproxy.cutover.plugins.module_utils import manifest as mf
@@ -26,6 +26,8 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils import refusals as
 from ansible_collections.mtproxy.cutover.plugins.module_utils import unit as un
 from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError, ipv6_loopback, read_shebang
 from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
+from ansible_collections.mtproxy.cutover.plugins.module_utils import container_freeze as cf
+from ansible_collections.mtproxy.cutover.plugins.module_utils import netns
 
 
 class FreezeError(Exception):
@@ -41,7 +43,8 @@ def read_cmdline(pid):
     with open("/proc/%d/cmdline" % pid, "rb") as handle:
         data = handle.read()
     # Trailing NULs beyond the terminator are setproctitle-style padding, not empty arguments.
-    return [os.fsdecode(part) for part in data.rstrip(b"\0").split(b"\0")] if data.strip(b"\0") else []
+    words = [os.fsdecode(part) for part in data.rstrip(b"\0").split(b"\0")] if data.strip(b"\0") else []
+    return unsplit_cmdline(words)
 
 
 def read_json(path):
@@ -233,19 +236,20 @@ def pointing_method(state, requested):
         raise FreezeError(str(exc))
 
 
-def decide(frozen, live, flipped, state, cutover_present, live_is_go, refreeze, name, manifest_path):
+def decide(frozen, live, flipped, state, cutover_present, live_is_go, refreeze, name, manifest_path, skip=None):
     """(status, drift) of a freeze: 'frozen', 'unchanged' or 'refrozen'; FreezeError when refused.
 
     ``flipped``: the unit runs the Go binary the way its method points it (the argv is then compared
     another way); ``cutover_present``: the cutover drop-in is in the unit; ``live_is_go``: the live
-    program is one of the known Go binaries.
+    program is one of the known Go binaries; ``skip``: the manifest fields not compared (default: the
+    argv on a flipped host, which its method checks another way).
     """
     if frozen is None:
         if cutover_present or live_is_go:
             raise FreezeError("service %s is not running the C binary (%s); nothing to freeze"
                               % (name, "cutover drop-in present" if cutover_present else "Go binary"))
         return "frozen", []
-    drift = mf.compare_manifests(frozen, live, skip=("argv",) if flipped else ())
+    drift = mf.compare_manifests(frozen, live, skip=(("argv",) if flipped else ()) if skip is None else skip)
     if not drift:
         return "unchanged", drift
     if not refreeze:
@@ -323,13 +327,46 @@ def persist(result, check_mode):
     return result
 
 
+def freeze_container(params, now, warnings):
+    """The freeze of a container host: its spec and process read, then the same decision table."""
+    read = cf.freeze_container(params, now, warnings, read_json, FreezeError)
+    result, frozen, live, flipped, live_is_go, state = read
+    name = params["service"]
+    if state.get("current") == "go" and not flipped:
+        raise FreezeError("state.json of %s says it runs the Go image %s, but the container runs image %s: "
+                          "roll back (rollback.yml) or remove the container's state directory %s if it was "
+                          "recreated by hand" % (name, state.get("binary"), live["container"]["image_id"],
+                                                 os.path.dirname(result["manifest_path"])))
+    # On Go the image fields differ by design; everything else, argv included, must be as frozen.
+    skip = ("container.image",) if flipped else ()
+    status, drift = decide(frozen, live, flipped, state, False, live_is_go, params["refreeze"], name,
+                           result["manifest_path"], skip=skip)
+    result["drift"] = drift
+    if status == "unchanged":
+        if not flipped:
+            frozen["warnings"] = live["warnings"]
+        return _result(result, frozen, status, changed=False)
+    return _write(result, frozen, live, status)
+
+
 def freeze_host(params, run_command, check_mode, now, warnings):
     """The whole freeze: read and check the host, observe /stats, then write, in that order."""
-    result = freeze(params, run_command, now, warnings)
+    recorded = (read_json(os.path.join(params["state_dir"], params["service"], "state.json")) or {}).get("method")
+    container = cf.METHOD in (params.get("method"), recorded)
+    if container and params.get("method") not in (None, cf.METHOD):
+        raise FreezeError("%s was flipped with method=container (state.json); method=%s contradicts it: leave the "
+                          "method unset or pass method=container" % (params["service"], params["method"]))
+    result = freeze_container(params, now, warnings) if container else freeze(params, run_command, now, warnings)
     parsed = parse_argv(result.pop("_argv"))
-    result["client_hosts"] = client_probe_hosts(parsed, ipv6_loopback())
-    br.check_at_freeze(params, parsed, result)
-    observe_stats(params, result, parsed, warnings)
+    result["client_hosts"] = client_probe_hosts(parsed, ipv6_loopback() if not container else False)
+    result["container"] = params["service"] if container else None
+    br.check_at_freeze(params, parsed, result, container)
+    try:
+        with netns.entered(result.pop("_netns_pid", None)):
+            observe_stats(params, result, parsed, warnings)
+    except netns.NetnsError as exc:
+        raise FreezeError("%s: /stats cannot be read inside the container's network namespace: %s"
+                          % (params["service"], exc))
     return persist(result, check_mode)
 
 
@@ -348,7 +385,9 @@ def argument_spec():
         refreeze=dict(type="bool", default=False),
         go_binaries=dict(type="list", elements="path", default=[]),
         stats_check=dict(type="bool", default=True),
-        method=dict(type="str", choices=sorted(pt.METHODS)),
+        method=dict(type="str", choices=sorted(pt.ALL_METHODS)),
+        go_images=dict(type="list", elements="str", default=[]),
+        docker_socket=dict(type="path", default="/var/run/docker.sock"),
         allow_no_baseline=dict(type="bool", default=False),
         handover=dict(type="str", choices=list(br.MODES), default="restart"),
         baseline_samples=dict(type="int", default=0),

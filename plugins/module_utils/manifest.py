@@ -19,6 +19,7 @@ import tempfile
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
     REDACTED, parse_argv, redact_argv, redact_text, secret_values)
+from ansible_collections.mtproxy.cutover.plugins.module_utils import container
 from ansible_collections.mtproxy.cutover.plugins.module_utils.stage import file_sha256
 
 SCHEMA = 1
@@ -131,11 +132,14 @@ def build_manifest(service, unit_name, frozen_at, unit, live_argv, binary_realpa
 
 
 def manifest_secrets(*manifests):
-    """Every secret value a manifest carries (from argv and the unit's ExecStart argv)."""
+    """Every secret value a manifest carries (argv, the unit's ExecStart argv, a container's secret env)."""
     secrets = []
     for manifest in manifests:
         if not manifest:
             continue
+        for value in container.env_secrets(manifest.get("container") or {}):
+            if value not in secrets:
+                secrets.append(value)
         for argv in (manifest.get("argv"), (manifest.get("unit") or {}).get("exec_start_argv")):
             for value in secret_values(argv or []):
                 if value not in secrets:
@@ -168,6 +172,11 @@ def redact_manifest(manifest, extra_secrets=()):
     secrets = manifest_secrets(manifest) + [s for s in extra_secrets if s]
     out = copy.deepcopy(manifest)
     out["argv"] = redact_argv(out.get("argv") or [])
+    if out.get("container"):
+        secrets = secrets + container.env_secrets(out["container"])
+        out["container"] = container.redact_spec(out["container"], secrets)
+    # The recreate document holds the environment in full: it never leaves the host.
+    out.pop("container_create", None)
     unit = out.get("unit") or {}
     if unit:
         unit["exec_start_argv"] = redact_argv(unit.get("exec_start_argv") or [])
@@ -242,6 +251,12 @@ def compare_manifests(frozen, live, skip=()):
         drift.extend(_compare_argv(frozen.get("argv"), live.get("argv"), secrets))
     drift.extend(_compare_entries("files", frozen.get("files"), live.get("files"), "role",
                                   ("path", "resolved", "sha256")))
+    if frozen.get("container") or live.get("container"):
+        secrets = secrets + container.env_secrets(frozen.get("container") or {}) \
+            + container.env_secrets(live.get("container") or {})
+        drift.extend(container.redact_diff(container.spec_diff(
+            frozen.get("container") or {}, live.get("container") or {},
+            skip=container.IMAGE_FIELDS if "container.image" in skip else ()), secrets))
     return [_redact_drift(entry, secrets) for entry in drift]
 
 

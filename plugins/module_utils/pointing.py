@@ -337,6 +337,9 @@ class Symlink(Pointing):
 
 
 METHODS = {cls.method: cls for cls in (DropIn, Symlink)}
+# The container method recreates a container instead of pointing a unit (container_switch.py).
+CONTAINER_METHOD = 'container'
+ALL_METHODS = tuple(sorted(list(METHODS) + [CONTAINER_METHOD]))
 
 
 def method_of(state, target, requested=None):
@@ -345,12 +348,12 @@ def method_of(state, target, requested=None):
     ``target`` is 'go', 'c' or None (the freeze). A ``requested`` method that contradicts the
     recorded one is refused: pointing back another way would leave the unit on Go.
     """
-    if requested is not None and requested not in METHODS:
-        raise HostError('method must be one of %s' % ', '.join(sorted(METHODS)))
+    if requested is not None and requested not in ALL_METHODS:
+        raise HostError('method must be one of %s' % ', '.join(ALL_METHODS))
     state = state or {}
     recorded = state.get('method')
     if recorded and (target == 'c' or state.get('current') == 'go'):
-        if recorded not in METHODS:
+        if recorded not in ALL_METHODS:
             raise HostError('state.json records method=%s, which this collection does not know' % recorded)
         if requested and requested != recorded:
             raise HostError('the service was pointed at %s with method=%s (state.json); method=%s contradicts it '

@@ -490,8 +490,9 @@ def _needs_attention(playbook, entry):
 
 def _versions(hosts, go):
     c_versions = sorted(set(e["versions"]["c"] for e in hosts.values() if e["versions"].get("c")))
-    return {"c": c_versions, "go": {"sha256": (go or {}).get("sha256"), "version": (go or {}).get("version"),
-                                    "source": (go or {}).get("source")}}
+    go = go or {}
+    return {"c": c_versions, "go": dict((key, go.get(key)) for key in ("sha256", "version", "source", "image_id", "image")
+                                        if key in ("sha256", "version", "source") or go.get(key))}
 
 
 def _timeline(run, hosts, finished_at):

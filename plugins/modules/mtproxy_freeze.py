@@ -75,8 +75,25 @@ options:
         C(99-mtproxy-cutover.conf), such as C(override.conf) from C(systemctl edit)) is refused.
       - On a host already switched to Go the method is the one C(state.json) records (it decides how the
         host is recognised as on Go); a value that contradicts it is refused. Unset, that one, else V(dropin).
+      - V(container) freezes the container named O(service) instead of a unit (Docker Engine API on
+        O(docker_socket)). It records its spec (image by ID, command, entrypoint, environment with secret values
+        redacted in every result, labels, mounts, published ports, restart policy, network, user), the argv of
+        the proxy inside it, the files that argv names as the container sees them, and the C(/stats) baseline
+        read inside the container's network namespace. A container owned by docker compose or run by a
+        systemd unit (C(docker run --name ...)) is refused with that reason.
     type: str
-    choices: [dropin, symlink]
+    choices: [container, dropin, symlink]
+  go_images:
+    description:
+      - Image IDs of Go builds (method V(container)). A container running one of them with no manifest yet is
+        not frozen as the C proxy.
+    type: list
+    elements: str
+    default: []
+  docker_socket:
+    description: Unix socket of the Docker engine (or Podman's Docker-compatible socket), for V(container).
+    type: path
+    default: /var/run/docker.sock
   allow_no_baseline:
     description:
       - Freeze a C proxy running with C(-6) without reading its C(/stats) at all (no flavour check, no
@@ -116,6 +133,9 @@ requirements:
   - Python 3 on the managed host (standard library only).
   - systemd.
 attributes:
+  async:
+    description: Runs on the host like any module, in the background too (C(async)); its baseline window then does not hold up the task.
+    support: full
   check_mode:
     description: Computes everything and writes nothing (no manifest, no baseline file).
     support: full

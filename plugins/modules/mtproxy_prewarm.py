@@ -44,8 +44,20 @@ options:
     type: path
     default: /var/lib/mtproxy-cutover
   binary:
-    description: Absolute path of the staged binary to pre-warm. Required when O(state=started).
+    description: Absolute path of the staged binary to pre-warm. Required when O(state=started) (or O(image)).
     type: path
+  image:
+    description:
+      - The staged Go image (ID or reference) of a service frozen as a container. The pre-warm is then a throwaway
+        container C(<service>.mtproxy-cutover-prewarm) from that image with the frozen spec, in its own network
+        namespace (C(none), no published ports), with a copy of its mounts' content instead of the mounts (the
+        image's run script must not write into a production volume) and no restart policy; it is ready when
+        C(/stats) answers with a loaded config, the client ports accept and the proxy runs the frozen argv.
+    type: str
+  docker_socket:
+    description: Unix socket of the Docker engine, for a container.
+    type: path
+    default: /var/run/docker.sock
   ready_timeout:
     description: Seconds to wait for the started binary to become ready.
     type: float
@@ -58,12 +70,19 @@ requirements:
   - Python 3 on the managed host (standard library only).
   - systemd.
 attributes:
+  async:
+    support: full
+    description: Runs on the host like any module, in the background too (C(async)).
   check_mode:
     support: full
     description: Starts and stops nothing; O(state=started) returns the argv it would run (redacted).
   diff_mode:
     support: none
     description: Nothing on the host is edited, so there is no diff.
+  platform:
+    support: full
+    description: Linux hosts with systemd and C(/proc).
+    platforms: posix
 notes:
   - The binary is started with the same privileges as production (root unless the vendor unit sets
     C(User=)); it binds the picked ports on all addresses, like production binds its ports.
@@ -144,6 +163,9 @@ journal:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.mtproxy.cutover.plugins.module_utils.container_prewarm import ContainerPrewarm
+from ansible_collections.mtproxy.cutover.plugins.module_utils.container_switch import frozen_as_container
+from ansible_collections.mtproxy.cutover.plugins.module_utils.docker_api import Docker
 from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import Prewarm
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError
 
@@ -155,17 +177,24 @@ def main():
             service=dict(type='str', default='MTProxy'),
             state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
             binary=dict(type='path'),
+            image=dict(type='str'),
+            docker_socket=dict(type='path', default='/var/run/docker.sock'),
             ready_timeout=dict(type='float', default=15),
             stop_timeout=dict(type='float', default=10),
         ),
-        required_if=[('state', 'started', ['binary'])],
+        required_if=[('state', 'started', ['binary', 'image'], True)],
         supports_check_mode=True,
     )
     params = module.params
     try:
-        prewarm = Prewarm(params['service'], params['state_dir'])
+        if params['image'] or frozen_as_container(params['state_dir'], params['service']):
+            prewarm = ContainerPrewarm(params['service'], params['state_dir'], Docker(params['docker_socket']))
+            artefact = params['image'] or params['binary']
+        else:
+            prewarm = Prewarm(params['service'], params['state_dir'])
+            artefact = params['binary']
         if params['state'] == 'started':
-            result = prewarm.start(params['binary'], params['ready_timeout'], check_mode=module.check_mode)
+            result = prewarm.start(artefact, params['ready_timeout'], check_mode=module.check_mode)
         else:
             result = prewarm.stop(params['stop_timeout'], check_mode=module.check_mode)
     except SwitchError as exc:

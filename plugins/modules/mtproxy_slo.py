@@ -198,6 +198,8 @@ thresholds:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mtproxy.cutover.plugins.module_utils.container_host import container_namespace
+from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError
 from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import collect_window, judge_window
 from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import check_loopback_url
 
@@ -223,6 +225,8 @@ def main():
             interval=dict(type='float', default=1.0),
             timeout=dict(type='float', default=2.0),
             max_bytes=dict(type='int', default=1048576),
+            container=dict(type='str'),
+            docker_socket=dict(type='path', default='/var/run/docker.sock'),
             thresholds=dict(type='dict', default={}),
             baseline=dict(type='dict'),
             max_consecutive_errors=dict(type='int', default=2),
@@ -241,8 +245,12 @@ def main():
         judge_window([], **judge_args)  # rejects bad thresholds/baseline/overrides before sampling
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    samples = collect_window(p['url'], p['samples'], p['interval'], timeout=p['timeout'],
-                             max_bytes=p['max_bytes'], max_consecutive_errors=p['max_consecutive_errors'])
+    try:
+        with container_namespace(p['container'], p['docker_socket']):
+            samples = collect_window(p['url'], p['samples'], p['interval'], timeout=p['timeout'],
+                                     max_bytes=p['max_bytes'], max_consecutive_errors=p['max_consecutive_errors'])
+    except HostError as exc:
+        module.fail_json(msg=str(exc))
     result = judge_window(samples, **judge_args)
     module.exit_json(changed=False, **result)
 

@@ -106,6 +106,8 @@ error:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mtproxy.cutover.plugins.module_utils.container_host import container_namespace
+from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError
 from ansible_collections.mtproxy.cutover.plugins.module_utils.metrics import normalize
 from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import fetch
 from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import StatsParseError, parse_stats
@@ -117,14 +119,17 @@ def main():
             url=dict(type='str', default='http://127.0.0.1:8888/stats'),
             timeout=dict(type='float', default=2.0),
             max_bytes=dict(type='int', default=1048576),
+            container=dict(type='str'),
+            docker_socket=dict(type='path', default='/var/run/docker.sock'),
             metric_overrides=dict(type='dict', default={}),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        result = fetch(p['url'], timeout=p['timeout'], max_bytes=p['max_bytes'])
-    except ValueError as exc:
+        with container_namespace(p['container'], p['docker_socket']):
+            result = fetch(p['url'], timeout=p['timeout'], max_bytes=p['max_bytes'])
+    except (ValueError, HostError) as exc:
         module.fail_json(msg=str(exc))
     scrape = result.to_dict()
     if not result.ok:

@@ -64,19 +64,32 @@ options:
     choices: [go, c]
   binary:
     description:
-      - Absolute path of the staged Go binary on the host. Required when O(target=go).
+      - Absolute path of the staged Go binary on the host. Required when O(target=go) (or O(image) for a container).
       - Ignored for O(target=c), which always returns to the frozen C binary of the manifest.
     type: path
+  image:
+    description:
+      - The staged Go image (ID C(sha256:...) or a reference) for a service frozen as a container. Required when
+        O(target=go) for such a service; O(target=c) returns to the frozen C image ID.
+    type: str
+  docker_socket:
+    description: Unix socket of the Docker engine (or Podman's Docker-compatible socket), for a container.
+    type: path
+    default: /var/run/docker.sock
   method:
     description:
       - V(dropin) writes or removes C(/etc/systemd/system/<unit>.d/99-mtproxy-cutover.conf).
       - V(symlink) repoints the C(ExecStart) binary path, which must already be a symlink.
+      - V(container) recreates the container O(service) from the target image with the frozen spec (command,
+        environment, mounts, ports, restart policy, network, user, labels), proven from C(docker inspect); the
+        old container is stopped only after the new one was created, and removed once the new one is proven.
+        A service frozen as a container is always switched this way.
       - Unset, the method is the one C(state.json) records while the service is on Go or is switched back to C
         (O(target=c)), else V(dropin). The method a service was flipped with is always read back from
         C(state.json); a value that contradicts it is refused (C(refused=method_mismatch)) before anything
         changes, since pointing back another way would leave the service on Go.
     type: str
-    choices: [dropin, symlink]
+    choices: [container, dropin, symlink]
   listen_timeout:
     description: Seconds to wait once the old process is gone for the client port, then the stats port, to accept.
     type: float
@@ -121,6 +134,11 @@ options:
         connections to this host's client port(s), locally generated ones too, to the bridge's port(s);
         open connections stay with the old process. The module's own probes carry the packet mark
         C(0x6d747078), which the redirect skips, so the restart is judged on the service itself.
+      - Just before and 20 ms after the redirect comes, the conntrack entries to the client ports that no open
+        socket holds are deleted, and while it is there the network namespace's conntrack TCP CLOSE timeout is
+        0 (restored afterwards; by the next run if this one died), so that a new connection that reuses the
+        addresses and ports of an old entry does not take it over and miss the redirect. After the bridge,
+        the entries redirected to it are deleted.
       - Once the service accepts again the redirect rules are removed and the bridge drains. It is
         stopped when it has no established connection or after O(bridge_drain) seconds, whichever
         comes first (its remaining clients are cut then). The table is deleted with it.
@@ -167,12 +185,19 @@ requirements:
   - systemd.
   - With O(handover_bridge), C(nft) (nftables) or C(iptables) and C(CAP_NET_ADMIN).
 attributes:
+  async:
+    support: full
+    description: Runs on the host like any module, in the background too (C(async)).
   check_mode:
     support: full
     description: Reports whether a switch is needed and the diff; writes nothing and restarts nothing.
   diff_mode:
     support: full
     description: Before/after of the drop-in (secrets redacted) or of the symlink target.
+  platform:
+    support: full
+    description: Linux hosts with systemd and C(/proc).
+    platforms: posix
 notes:
   - If the new binary does not listen in time, the module fails with the host-side cause and the last
     journal lines of the unit (redacted) and leaves the unit pointed at the target; run it again with
@@ -211,10 +236,13 @@ method:
 timings:
   description:
     - Restart measurements in milliseconds; null when nothing was restarted.
-    - C(stop_ms) from C(systemctl restart) until the old main process was gone, C(start_ms) from then
-      until the client port accepted, C(unavailable_ms) from the restart until the client port
-      accepted, C(stats_ms) from the old process gone until the stats port accepted,
-      C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
+    - C(stop_ms) from C(systemctl restart) until the old processes were gone, C(start_ms) from then until
+      the client port accepted on a listening socket the old processes did not have, C(unavailable_ms) from
+      the restart until then, C(stats_ms) from the old processes gone until the stats port accepted (the same
+      way), C(killed_after_stop_timeout) whether O(stop_timeout) ran out.
+    - The old processes are those the stop ends, each with all its threads (they keep its listening sockets
+      open), with C(KillMode=control-group) (the default) or C(mixed) every process of the unit's cgroup,
+      such as the C proxy's C(-M) workers, else the main process.
     - C(spawn_ms) is the part of C(start_ms) before systemd forked the new main process (its
       C(ExecMainStartTimestamp)), C(binary_start_ms) the rest, the binary's own start until the
       client port accepted; both null when systemd gives no time stamp from this restart.
@@ -227,7 +255,10 @@ timings:
   sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, spawn_ms: 3.1, binary_start_ms: 11.1,
            killed_after_stop_timeout: false, handover: listeners_closed, listeners_closed_ms: null, ended_after_listeners_closed: false}
 argv_matches:
-  description: Whether the live main process runs the expected argv (frozen argv, program replaced for Go).
+  description:
+    - Whether the live main process runs the expected argv (frozen argv, program replaced for Go).
+    - A main process that has not finished its exec yet (empty argv, or named C((...)) as systemd names the
+      process it forked) is read again for up to 1 s.
   returned: always
   type: bool
 main_pid:
@@ -296,7 +327,9 @@ bridge:
       process still had when it was stopped), C(diverted_ms) (how long the redirect was in place),
       C(drain_ms) and C(drained) (from the redirect's removal until the bridge had no connection, or
       O(bridge_drain) ran out), C(cut_at_drain) (its connections still open when it was stopped),
-      C(stop_ms), C(errors).
+      C(stop_ms), C(conntrack_stale_deleted) and C(conntrack_redirected_deleted) (conntrack entries deleted
+      before the redirect and after the bridge), C(monotonic) (CLOCK_MONOTONIC of the steps, to line them up
+      with a client-side probe on the host), C(errors).
   returned: when O(handover_bridge)
   type: dict
   sample: {backend: nft, refused: 0, redirected: 12, served: 12, dropped: 3, diverted_ms: 96.1, drain_ms: 180.2,
@@ -317,6 +350,7 @@ refused:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.mtproxy.cutover.plugins.module_utils.container_switch import frozen_as_container, switch_container
 from ansible_collections.mtproxy.cutover.plugins.module_utils.bridge import Handover, clear_leftovers
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError, switch_service
 
@@ -339,7 +373,9 @@ def main():
             state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
             target=dict(type='str', required=True, choices=['go', 'c']),
             binary=dict(type='path'),
-            method=dict(type='str', choices=['dropin', 'symlink']),
+            method=dict(type='str', choices=['container', 'dropin', 'symlink']),
+            image=dict(type='str'),
+            docker_socket=dict(type='path', default='/var/run/docker.sock'),
             listen_timeout=dict(type='float', default=15),
             stop_timeout=dict(type='float', default=30),
             force_restart=dict(type='bool', default=False),
@@ -350,7 +386,7 @@ def main():
             bridge_drain=dict(type='float', default=10),
             bridge_ready_timeout=dict(type='float', default=15),
         ),
-        required_if=[('target', 'go', ['binary'])],
+        required_if=[('target', 'go', ['binary', 'image'], True)],
         supports_check_mode=True,
     )
     params = module.params
@@ -359,15 +395,23 @@ def main():
     leftovers = []
     try:
         leftovers = clear_leftovers(params['service'], params['state_dir'], module.check_mode)
-        bridge = bridge_for(module)
-        result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
-                                params['method'], params['listen_timeout'], params['stop_timeout'],
-                                check_mode=module.check_mode, force_restart=params['force_restart'],
-                                journal_lines=params['journal_lines'], handover=params['handover'],
-                                stats_check=params['stats_check'], bridge=bridge)
-        if bridge is not None and module.check_mode and result['changed']:
-            # The switch would restart: a host that cannot run the bridge is refused in check mode too.
-            bridge.check()
+        if params['method'] == 'container' or frozen_as_container(params['state_dir'], params['service']):
+            result = switch_container(params['service'], params['state_dir'], params['target'],
+                                      params['image'] or params['binary'], params['docker_socket'], params['method'],
+                                      listen_timeout=params['listen_timeout'], stop_timeout=params['stop_timeout'],
+                                      check_mode=module.check_mode, force_restart=params['force_restart'],
+                                      journal_lines=params['journal_lines'], handover=params['handover'],
+                                      stats_check=params['stats_check'])
+        else:
+            bridge = bridge_for(module)
+            result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
+                                    params['method'], params['listen_timeout'], params['stop_timeout'],
+                                    check_mode=module.check_mode, force_restart=params['force_restart'],
+                                    journal_lines=params['journal_lines'], handover=params['handover'],
+                                    stats_check=params['stats_check'], bridge=bridge)
+            if bridge is not None and module.check_mode and result['changed']:
+                # The switch would restart: a host that cannot run the bridge is refused in check mode too.
+                bridge.check()
     except SwitchError as exc:
         details = dict(exc.details)
         details['leftovers_removed'] = leftovers

@@ -205,7 +205,7 @@ def test_settings_mistakes_stop_the_run_before_any_host_task(tmp_path, go_binary
     reason = run.report()["reason"]
     for expected in ("unknown setting(s) mtproxy_cutover_stop_afer (did you mean mtproxy_cutover_stop_after?)",
                      "value of mtproxy_cutover_rollback_scope must be one of: host, wave, fleet, got: flet",
-                     "value of mtproxy_cutover_method must be one of: dropin, symlink, got: dropn",
+                     "value of mtproxy_cutover_method must be one of: container, dropin, symlink, got: dropn",
                      "value of mtproxy_cutover_inconclusive must be one of: fail, pass, got: Pass",
                      "mtproxy_cutover_canary_window_s",
                      "unknown threshold min_sucess_rate"):

@@ -310,8 +310,8 @@ def test_cmdline_of_a_c_proxy_with_nat_info_is_read_back_as_started():
     live = ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info', '10.0.0.5', '203.0.113.7',
             '--nat-info=10.0.0.6', '203.0.113.8', '/etc/proxy-multi.conf']
     assert unsplit_cmdline(live) == ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info',
-                                          '10.0.0.5:203.0.113.7', '--nat-info=10.0.0.6:203.0.113.8',
-                                          '/etc/proxy-multi.conf']
+                                     '10.0.0.5:203.0.113.7', '--nat-info=10.0.0.6:203.0.113.8',
+                                     '/etc/proxy-multi.conf']
     # The Go port leaves its argv alone; a config path after a joined value stays a word of its own.
     as_started = ['mtproto-proxy', '--nat-info', '10.0.0.5:203.0.113.7', '10.0.0.9']
     assert unsplit_cmdline(as_started) == as_started

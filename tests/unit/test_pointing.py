@@ -106,10 +106,13 @@ def test_method_of_refuses_a_contradiction(state, target, requested):
 
 
 def test_method_of_refuses_unknown_methods():
-    with pytest.raises(SwitchError, match='method must be one of dropin, symlink'):
-        pt.method_of(None, 'go', 'container')
+    with pytest.raises(SwitchError, match='method must be one of container, dropin, symlink'):
+        pt.method_of(None, 'go', 'podman-quadlet')
     with pytest.raises(SwitchError, match='does not know'):
-        pt.method_of({'current': 'go', 'method': 'container'}, 'c')
+        pt.method_of({'current': 'go', 'method': 'quadlet'}, 'c')
+    assert pt.method_of({'current': 'go', 'method': 'container'}, 'c') == 'container'
+    with pytest.raises(SwitchError, match='method=container contradicts'):
+        pt.method_of({'current': 'go', 'method': 'dropin'}, 'c', 'container')
 
 
 def test_symlink_pointing_back_and_forth(symlink_host_on_go):

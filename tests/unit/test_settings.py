@@ -77,7 +77,7 @@ def test_spec_choices_cover_the_documented_values():
     spec = _spec()
     assert spec["mtproxy_cutover_stop_after"]["choices"] == ["freeze", "stage"]
     assert spec["mtproxy_cutover_rollback_scope"]["choices"] == ["host", "wave", "fleet"]
-    assert spec["mtproxy_cutover_method"]["choices"] == ["dropin", "symlink"]
+    assert spec["mtproxy_cutover_method"]["choices"] == ["container", "dropin", "symlink"]
     assert spec["mtproxy_cutover_inconclusive"]["choices"] == ["fail", "pass"]
     assert spec["mtproxy_cutover_go_binary_url_password"]["no_log"] is True
 
