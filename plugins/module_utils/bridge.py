@@ -24,8 +24,12 @@ the port closed for a few milliseconds. With the bridge it never refuses:
 
 A refused connect is counted by the kernel: the RST|ACK with sequence 0 that answers a SYN nobody
 listens for, sent from a client port or a bridge port (the flip's marked probes are left out by
-their conntrack mark). ``clear_leftovers`` finds and removes a table, chains or bridge unit of an
-interrupted run (the freeze, every switch and so rollback.yml call it).
+their conntrack mark). Before the redirect, conntrack entries to the client ports that no open
+socket holds are deleted, and while it is there the conntrack TCP CLOSE timeout is 0
+(``conntrack.py``): a SYN that reuses the ports of such an entry would take it over, miss the
+redirect and be refused. After the bridge, the entries redirected to it are deleted too.
+``clear_leftovers`` finds and removes a table, chains or bridge unit of an interrupted run (the
+freeze, every switch and so rollback.yml call it).
 
 Every rule matches only this host's own addresses (``fib daddr type local``, or the frozen
 ``--address``) and the frozen client ports; the targets are the same address's bridge ports.
@@ -40,9 +44,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 
+from ansible_collections.mtproxy.cutover.plugins.module_utils import conntrack
 from ansible_collections.mtproxy.cutover.plugins.module_utils import host as hostlib
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import parse_argv
 from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError, Systemd, ms, read_text
@@ -61,7 +67,11 @@ NFT_TABLE_PREFIX = 'mtproxy_cutover_'
 IPT_CHAIN_PREFIX = 'MTPXC-'
 BRIDGE_LOG = 'bridge.log'
 BRIDGE_ENV = 'bridge.env'
+# The conntrack CLOSE timeout to restore, kept while it is lowered (an interrupted run's is restored).
+CONNTRACK_FILE = 'bridge-conntrack.json'
 DRAIN_POLL = 0.05
+# After the table came: the time a closing flow's last packets take, before its stale entry is deleted.
+SETTLE_S = 0.02
 COMMAND_TIMEOUT = 30
 # What may start a side port's redirect: one SYN without ACK (a new connection), never a packet of
 # a flow conntrack only picks up now (a host without conntrack before the table came).
@@ -126,7 +136,7 @@ def bound_address(parsed):
     return None, bool(parsed.ipv6)
 
 
-def client_ports(manifest):
+def frozen_client_ports(manifest):
     return [int(p) for p in manifest.get('client_ports') or []]
 
 
@@ -281,6 +291,52 @@ def established(tables_text, ports):
 
 def established_on(ports):
     return established(''.join(read_text(path) or '' for path in ('/proc/net/tcp', '/proc/net/tcp6')), ports)
+
+
+def proc_address(text):
+    """'0100007F' (/proc/net/tcp) -> '127.0.0.1'; 32 hex digits (tcp6) -> the IPv6 address."""
+    raw = bytes(bytearray.fromhex(text))
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = b''.join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    address = socket.inet_ntop(socket.AF_INET6, words)
+    return address[7:] if address.startswith('::ffff:') and '.' in address else address
+
+
+def open_sockets(tables_text):
+    """(peer address, peer port, local port) of every TCP socket that is neither listening nor in TIME_WAIT."""
+    found = set()
+    for line in tables_text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or ':' not in fields[1] or fields[3] in ('0A', '06', 'st'):
+            continue
+        try:
+            local_port = int(fields[1].rsplit(':', 1)[1], 16)
+            peer, peer_port = fields[2].rsplit(':', 1)
+            found.add((proc_address(peer), int(peer_port, 16), local_port))
+        except ValueError:
+            continue
+    return found
+
+
+def is_local_address(address, cache=None):
+    """Whether ``address`` is one of this host's (a socket can be bound to it)."""
+    if cache is not None and address in cache:
+        return cache[address]
+    local = False
+    if address:
+        try:
+            sock = socket.socket(socket.AF_INET6 if ':' in address else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((address, 0))
+                local = True
+            finally:
+                sock.close()
+        except OSError:
+            local = False
+    if cache is not None:
+        cache[address] = local
+    return local
 
 
 def run_input(argv, text, timeout=COMMAND_TIMEOUT):
@@ -501,6 +557,16 @@ def clear_leftovers(service, state_dir, check_mode=False, which=find_program, ru
             found.append('a redirect left by an interrupted run (%s)' % backend.describe())
             if not check_mode:
                 backend.remove()
+    saved = os.path.join(service_state_dir(state_dir, service), CONNTRACK_FILE)
+    if os.path.exists(saved):
+        original = saved_close_timeout(saved)
+        found.append('a conntrack TCP CLOSE timeout of 0 s left by an interrupted run (restored to %s s)' % original)
+        if not check_mode:
+            try:
+                restore_close_timeout(saved, original)
+            except conntrack.ConntrackError as exc:
+                found[-1] = ('a conntrack TCP CLOSE timeout of 0 s left by an interrupted run, which could not be '
+                             'restored to %s s: %s' % (original, exc))
     unit = bridge_unit(service)
     systemd = systemd or Systemd(unit)
     try:
@@ -513,6 +579,24 @@ def clear_leftovers(service, state_dir, check_mode=False, which=find_program, ru
         if not check_mode:
             cleanup(unit, os.path.join(service_state_dir(state_dir, service), BRIDGE_ENV))
     return found
+
+
+def saved_close_timeout(path, default=10):
+    try:
+        with open(path) as handle:
+            return int(json.load(handle)['close_timeout'])
+    except (IOError, OSError, ValueError, KeyError, TypeError):
+        return default
+
+
+def restore_close_timeout(path, seconds):
+    """Put the conntrack CLOSE timeout back and forget the saved value; raises ConntrackError."""
+    link = conntrack.Netlink()
+    try:
+        conntrack.set_close_timeout(link, seconds)
+    finally:
+        link.close()
+    os.unlink(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,9 +631,9 @@ class BridgeInstance(Prewarm):
         split = command.index('--')
         return argv, command[:split] + extra + command[split:], stats_port, ports
 
-    def wait_ready(self, stats_url, client_ports_, deadline):
+    def wait_ready(self, stats_url, client_ports, deadline):
         if not self.skip_stats:
-            return super(BridgeInstance, self).wait_ready(stats_url, client_ports_, deadline)
+            return super(BridgeInstance, self).wait_ready(stats_url, client_ports, deadline)
         # A C proxy with -6 aborts on any connection to its stats port: only its client ports are judged.
         why_not = 'no answer yet'
         next_check = time.monotonic()
@@ -559,7 +643,7 @@ class BridgeInstance(Prewarm):
                 if process_gone(props):
                     return 'exited', False, hostlib.describe_unit_state(props)
                 next_check = time.monotonic() + 0.2
-            closed = [p for p in client_ports_ if not hostlib.tcp_accepts(p, self.client_hosts)]
+            closed = [p for p in client_ports if not hostlib.tcp_accepts(p, self.client_hosts)]
             if not closed:
                 return time.monotonic(), True, None
             why_not = 'client port(s) %s do not accept connections' % ', '.join(str(p) for p in closed)
@@ -591,12 +675,16 @@ class Handover(object):
         self.record = {'mode': 'bridge', 'backend': None, 'unit': bridge_unit(service), 'binary': None,
                        'ports': None, 'ready_ms': None, 'refused': None, 'redirected': None, 'served': None,
                        'dropped': None, 'diverted_ms': None, 'drain_ms': None, 'drained': None,
-                       'cut_at_drain': None, 'stop_ms': None, 'errors': []}
+                       'cut_at_drain': None, 'stop_ms': None, 'conntrack_stale_deleted': None,
+                       'conntrack_redirected_deleted': None, 'errors': [],
+                       # CLOCK_MONOTONIC of the steps, to line them up with a client-side probe on the host.
+                       'monotonic': {}}
+        self.conntrack_saved = None
 
     def check(self):
         """Raise the refusal when this host cannot run the handover; keep the backend otherwise."""
         parsed = parse_argv(frozen_argv(self.manifest))
-        backend, why = support(client_ports(self.manifest), parsed, self.service, self.which, self.run, self.feed)
+        backend, why = support(frozen_client_ports(self.manifest), parsed, self.service, self.which, self.run, self.feed)
         if backend is None:
             raise BridgeError(why.message(self.manifest.get('unit_name') or self.service), refused=why.kind,
                               changed=False)
@@ -618,7 +706,7 @@ class Handover(object):
                               'nothing was changed: %s' % (instance.unit, binary, exc),
                               changed=False, **dict((k, v) for k, v in exc.details.items() if k != 'changed'))
         self.instance = instance
-        self.pairs = list(zip(client_ports(self.manifest), started['client_ports']))
+        self.pairs = list(zip(frozen_client_ports(self.manifest), started['client_ports']))
         self.record.update(ready_ms=started['ready_ms'],
                            ports=[{'client': c, 'bridge': b} for c, b in self.pairs])
         for warning in started.get('warnings') or []:
@@ -628,9 +716,50 @@ class Handover(object):
     def divert(self):
         """New connections to the client ports go to the bridge; the flip's probes bypass it."""
         self.record['dropped'] = established_on([c for c, _b in self.pairs])
+        self.guard_conntrack()
         self.backend.install(self.backend.render(self.pairs, self.address))
         self.diverted_at = time.monotonic()
+        self.record['monotonic']['diverted'] = round(self.diverted_at, 6)
         hostlib.PROBE_MARK = MARK
+        # Flows that were closing as the table came were picked up mid-way (no FIN seen): once their
+        # sockets are gone, their entries go too, before the restart.
+        time.sleep(SETTLE_S)
+        self.delete_stale()
+
+    def guard_conntrack(self):
+        """CLOSE timeout 0 while the redirect is there, and no stale entry on the client ports (best effort)."""
+        saved = os.path.join(service_state_dir(self.state_dir, self.service), CONNTRACK_FILE)
+        try:
+            link = conntrack.Netlink()
+            try:
+                original = conntrack.close_timeout(link)
+                if not os.path.exists(saved):
+                    hostlib.write_atomic(saved, json.dumps({'close_timeout': original}) + '\n', 0o600)
+                self.conntrack_saved = saved
+                conntrack.set_close_timeout(link, 0)
+            finally:
+                link.close()
+        except conntrack.ConntrackError as exc:
+            self.record['errors'].append('conntrack: %s (a client that reuses the ports of a connection reset in '
+                                         'the last 10 s can be refused)' % exc)
+            return
+        self.delete_stale()
+
+    def delete_stale(self):
+        """Delete the conntrack entries to the client ports that no open socket holds (best effort)."""
+        try:
+            link = conntrack.Netlink()
+            try:
+                tables = ''.join(read_text(table) or '' for table in ('/proc/net/tcp', '/proc/net/tcp6'))
+                cache = {}
+                doomed = conntrack.stale(conntrack.entries(link), [c for c, _b in self.pairs], open_sockets(tables),
+                                         lambda address: is_local_address(address, cache))
+                self.record['conntrack_stale_deleted'] = (self.record['conntrack_stale_deleted'] or 0) + \
+                    conntrack.delete(link, doomed)
+            finally:
+                link.close()
+        except conntrack.ConntrackError as exc:
+            self.record['errors'].append('conntrack: stale entries stay (%s)' % exc)
 
     def restore(self):
         """The redirect rules go: new connections reach the service again. Safe to call twice."""
@@ -638,6 +767,7 @@ class Handover(object):
             return
         hostlib.PROBE_MARK = 0
         self.restored_at = time.monotonic()
+        self.record['monotonic']['restored'] = round(self.restored_at, 6)
         self.record['diverted_ms'] = ms(self.restored_at - self.diverted_at)
         try:
             self.backend.stop_redirect()
@@ -656,13 +786,14 @@ class Handover(object):
             time.sleep(DRAIN_POLL)
             count = established_on(bridge_ports)
         self.record.update(drained=count == 0, cut_at_drain=count, drain_ms=ms(time.monotonic() - start))
+        self.record['monotonic']['drained'] = round(time.monotonic(), 6)
 
     def finish(self):
         """Restore, drain, count, stop the bridge, delete the table; never raises. Returns ``record``."""
         steps = [self.restore]
         if self.instance is not None and self.diverted_at is not None:
             steps.append(self.drain)
-        steps += [self.count, self.stop, self.remove]
+        steps += [self.count, self.stop, self.remove, self.unguard_conntrack]
         for step in steps:
             try:
                 step()
@@ -685,7 +816,27 @@ class Handover(object):
             return
         stopped = self.instance.stop(self.stop_timeout)
         self.record['stop_ms'] = stopped.get('stop_ms')
+        self.record['monotonic']['stopped'] = round(time.monotonic(), 6)
 
     def remove(self):
         if self.backend is not None:
             self.backend.remove()
+
+    def unguard_conntrack(self):
+        if self.diverted_at is not None:
+            # The bridge is gone: the entries of its flows would send a later SYN on the same ports to its port.
+            try:
+                link = conntrack.Netlink()
+                try:
+                    self.record['conntrack_redirected_deleted'] = conntrack.delete(
+                        link, conntrack.redirected_to(conntrack.entries(link), [b for _c, b in self.pairs]))
+                finally:
+                    link.close()
+            except conntrack.ConntrackError as exc:
+                self.record['errors'].append('conntrack: the entries redirected to the bridge stay (%s)' % exc)
+        if self.conntrack_saved is not None and os.path.exists(self.conntrack_saved):
+            try:
+                restore_close_timeout(self.conntrack_saved, saved_close_timeout(self.conntrack_saved))
+            except conntrack.ConntrackError as exc:
+                self.record['errors'].append('conntrack: the CLOSE timeout could not be restored (%s); the next '
+                                             'run on this host restores it' % exc)

@@ -87,6 +87,8 @@ def probe(host, port, interval, max_seconds, max_attempts, stop_file, timeout=0.
         runs=[[round((a - t0) * 1000.0, 3), round((b - t0) * 1000.0, 3)] for a, b in runs[:MAX_RUNS_SHOWN]],
         run_count=len(runs),
         elapsed_s=round(end - t0, 3),
+        # CLOCK_MONOTONIC is the host's: a module's time stamps on the same host compare with it.
+        started_monotonic=round(t0, 6),
     )
     return result
 

@@ -449,10 +449,10 @@ def table(r):
             rows.append(('bridge %s: %d switches, refused total / max' % (label, b['switches']),
                          '%s / %s (kernel: %s)' % (b['refused_total'], b['refused_max'], b['kernel_refused_total']),
                          '0'))
-            rows.append(('  served by bridge / dropped by old (median)', '%s / %s' % (b['served_median'],
-                                                                                    b['dropped_median']), ''))
-            rows.append(('  redirect in place / drain (median)', '%s ms / %s ms' % (b['diverted_ms_median'],
-                                                                                   b['drain_ms_median']), ''))
+            rows.append(('  served by bridge / dropped by old (median)',
+                         '%s / %s' % (b['served_median'], b['dropped_median']), ''))
+            rows.append(('  redirect in place / drain (median)',
+                         '%s ms / %s ms' % (b['diverted_ms_median'], b['drain_ms_median']), ''))
     for size, entry in sorted((r.get('fleet') or {}).items(), key=lambda kv: int(kv[0])):
         rows.append(('cutover.yml %s hosts total / overhead' % size,
                      '%s s / %s s' % (entry['total_s'], entry['overhead_s']),

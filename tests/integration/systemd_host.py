@@ -61,9 +61,9 @@ def boot_host(prefix, capabilities=()):
     workdir = tempfile.mkdtemp(prefix=prefix + '-')
     try:
         caps = [arg for cap in ('SYS_ADMIN',) + tuple(capabilities) for arg in ('--cap-add', cap)]
-        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none'] + caps + [
-                        '--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
-                        '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
+        subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none'] + caps
+                       + ['--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
+                          '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],
                        check=True, capture_output=True, timeout=120)
         sh(name, BOOT_WAIT)
         yield name, workdir

@@ -63,6 +63,9 @@ def nothing_left(host):
     assert sh(host.name, 'nft list tables | grep -c %s || true' % TABLE).strip() == '0'
     assert sh(host.name, 'iptables-save | grep -c MTPXC || true').strip() == '0'
     assert sh(host.name, 'systemctl show -p LoadState --value %s' % BRIDGE_UNIT).strip() == 'not-found'
+    # The conntrack CLOSE timeout lowered during the handover is back at the kernel's default.
+    assert sh(host.name, 'cat /proc/sys/net/netfilter/nf_conntrack_tcp_timeout_close').strip() == '10'
+    assert sh(host.name, 'ls /var/lib/mtproxy-cutover/MTProxy').split().count('bridge-conntrack.json') == 0
 
 
 def switch(host, target, **extra):

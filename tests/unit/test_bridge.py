@@ -230,8 +230,8 @@ class FakeHost(object):
         return self.nft_check
 
 
-def support(fake, argv=C_ARGV, caps=CAPS_WITH, ports=(443,)):
-    return bridge.support(list(ports), parse_argv(argv), 'MTProxy', fake.which, fake.run, fake.feed, caps)
+def support(fake, argv=None, caps=CAPS_WITH, ports=(443,)):
+    return bridge.support(list(ports), parse_argv(argv or C_ARGV), 'MTProxy', fake.which, fake.run, fake.feed, caps)
 
 
 def test_support_picks_nft_first():
@@ -369,3 +369,41 @@ def test_bridge_unit_bounds_its_life_and_takes_the_redirect_with_it(tmp_path):
 
 def test_probe_mark_is_off_unless_a_handover_runs():
     assert host.PROBE_MARK == 0
+
+
+def test_a_lowered_conntrack_timeout_left_behind_is_restored(tmp_path, monkeypatch):
+    (tmp_path / 'MTProxy').mkdir()
+    saved = tmp_path / 'MTProxy' / bridge.CONNTRACK_FILE
+    saved.write_text('{"close_timeout": 10}\n')
+    restored = []
+    monkeypatch.setattr(bridge, 'restore_close_timeout', lambda path, seconds: restored.append((path, seconds)))
+    fake = FakeHost(programs=())
+    assert leftovers(fake, check_mode=True, tmp_path=tmp_path) == [
+        'a conntrack TCP CLOSE timeout of 0 s left by an interrupted run (restored to 10 s)']
+    assert restored == []
+    leftovers(fake, tmp_path=tmp_path)
+    assert restored == [(str(saved), 10)]
+    assert bridge.saved_close_timeout(str(tmp_path / 'missing')) == 10
+
+
+def test_open_sockets_from_proc_net_tcp():
+    table = '\n'.join([
+        '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+        '   0: 00000000:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1',  # LISTEN
+        '   1: 0100007F:01BB 0100007F:A2C4 01 00000000:00000000 00:00000000 00000000 65534        0 2',  # server side
+        '   2: 0100007F:A2C4 0100007F:01BB 01 00000000:00000000 00:00000000 00000000     0        0 3',  # client side
+        '   3: 0100007F:01BB 0100007F:A2C6 06 00000000:00000000 03:00000000 00000000     0        0 0',  # TIME_WAIT
+        '   0: 0000000000000000FFFF00000100007F:01BB 0000000000000000FFFF00000100007F:A2C8 01 00000000:00000000 '
+        '00:00000000 00000000 65534 0 5',
+        '   1: 00000000000000000000000001000000:01BB 00000000000000000000000001000000:A2CA 08 00000000:00000000 '
+        '00:00000000 00000000 65534 0 6',
+    ])
+    assert bridge.open_sockets(table) == {('127.0.0.1', 0xA2C4, 443), ('127.0.0.1', 443, 0xA2C4),
+                                          ('127.0.0.1', 0xA2C8, 443), ('::1', 0xA2CA, 443)}
+
+
+def test_local_addresses():
+    cache = {}
+    assert bridge.is_local_address('127.0.0.1', cache) and cache == {'127.0.0.1': True}
+    assert not bridge.is_local_address('192.0.2.1', cache)
+    assert not bridge.is_local_address(None)

@@ -729,8 +729,8 @@ def test_atomic_write_when_another_worker_creates_the_directory_first(tmp_path, 
 def test_report_keeps_the_bridge_figures_of_flip_and_rollback():
     bridge = {"mode": "bridge", "refused": 0, "served": 12, "dropped": 3, "diverted_ms": 90.0, "drain_ms": 120.0,
               "drained": True, "cut_at_drain": 0}
-    entry = rep.summarize_host({"flip": {"bridge": bridge, "timings": {}}, "rollback": {"bridge": dict(bridge),
-                                                                                       "timings": {}}})
+    entry = rep.summarize_host({"flip": {"bridge": bridge, "timings": {}},
+                                "rollback": {"bridge": dict(bridge), "timings": {}}})
     assert entry["bridge"] == bridge and entry["rollback_bridge"] == bridge
     assert rep.summarize_host({"flip": {"timings": {}}})["bridge"] is None
 
