@@ -36,6 +36,8 @@ The fleet's record (images, secrets, each proxy's `docker inspect` spec at `up`)
 `traffic` runs a bounded obfuscated2 test client in every pod (docker exec) with the host's secret and
 prints its counts per host (handshakes, replies, unanswered, refused, ...). `snapshot` prints, per host,
 the proxy's image ID and spec, who answers /stats and (with --traffic-seconds) traffic counts.
+The steady clients' counts in `snapshot` (background_clients) are summed over their runs, the
+one going on ended first.
 `replace` redeploys proxies by hand, the way an operator would (docker stop, docker rm, docker run
 with the same options from another image), and prints the timings. As in the official image, the
 container's PID 1 is `/bin/sh -c`, which ignores SIGTERM: `docker stop` waits its 10 s timeout, then
@@ -584,13 +586,27 @@ def cmd_traffic(args):
     return 0 if all(c["exit_code"] == 0 for c in counts.values()) else 1
 
 
-def background_clients(entry):
-    """Summed counts of the pod's steady client runs that have finished (/tmp/client.log)."""
+def client_log_lines(entry):
     proc = docker("exec", entry["pod"], "cat", "/tmp/client.log", check=False)
+    return [line for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def background_clients(entry, flush=True):
+    """Summed counts of the pod's steady client runs (/tmp/client.log). With flush, the run going on
+    is ended first (SIGTERM: it prints its summary, the pod starts the next run 2 s later), so the
+    counts cover everything up to now."""
+    lines = client_log_lines(entry)
+    if flush:
+        ended = docker("exec", entry["pod"], "pkill", "-TERM", "-f", "mtproxy_testclient.py .*--mode mixed", check=False)
+        deadline = time.monotonic() + 5
+        while ended.returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = client_log_lines(entry)
+            if len(now) > len(lines):
+                lines = now
+                break
     totals = {"runs": 0}
-    for line in proc.stdout.splitlines():
-        if not line.startswith("{"):
-            continue
+    for line in lines:
         try:
             run = json.loads(line)
         except ValueError:
@@ -740,7 +756,7 @@ def parse_args(argv):
     up.add_argument("--client-rate", type=float, default=10.0,
                     help="steady test client connections per second in each pod (0: none; default 10)")
     up.add_argument("--client-run-seconds", type=int, default=30,
-                    help="length of each steady client run; its counts are in snapshot's background_clients once it ended")
+                    help="length of each steady client run (default 30)")
     up.add_argument("--lifetime", type=int, default=7200, help="seconds a pod lives (default 7200, max 86400)")
     up.add_argument("--ready-timeout", type=int, default=60, help="seconds to wait for each proxy's /stats")
     up.add_argument("--label", action="append", default=[], help="extra label K=V of the proxy containers")

@@ -99,9 +99,15 @@ def test_state_says_c_by_the_container_method(host):
 
 
 def test_steady_clients_kept_running_through_both_flips(host):
-    clients = fc.snapshot("after-rollback")["hosts"][name_of(host)]["background_clients"]
-    assert clients["runs"] >= 1, clients
-    assert clients["connected"] > 0 and clients["replies"] > 0, clients
+    """The pod's client ran on while its proxy container was recreated twice (each snapshot ends the
+    client run going on, so its counts are in)."""
+    name = name_of(host)
+    after_cutover = fc.snapshot("after-cutover")["hosts"][name]["background_clients"]
+    after_rollback = fc.snapshot("after-rollback")["hosts"][name]["background_clients"]
+    assert after_cutover["runs"] >= 1 and after_cutover["replies"] > 0, after_cutover
+    assert after_rollback["runs"] > after_cutover["runs"], (after_cutover, after_rollback)
+    assert after_rollback["connected"] > after_cutover["connected"], (after_cutover, after_rollback)
+    assert after_rollback["replies"] > after_cutover["replies"], (after_cutover, after_rollback)
 
 
 def test_no_secret_in_reports_notes_or_output():
