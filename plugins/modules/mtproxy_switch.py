@@ -396,6 +396,11 @@ def main():
     try:
         leftovers = clear_leftovers(params['service'], params['state_dir'], module.check_mode)
         if params['method'] == 'container' or frozen_as_container(params['state_dir'], params['service']):
+            if params['handover_bridge']:
+                raise SwitchError('%s runs as a container: the bridge handover is for the systemd methods (dropin, '
+                                  'symlink); a container is switched by recreating it. Leave '
+                                  'mtproxy_cutover_handover at restart for container hosts' % params['service'],
+                                  refused='bridge_unsupported', changed=False)
             result = switch_container(params['service'], params['state_dir'], params['target'],
                                       params['image'] or params['binary'], params['docker_socket'], params['method'],
                                       listen_timeout=params['listen_timeout'], stop_timeout=params['stop_timeout'],
