@@ -76,6 +76,8 @@ remove_containers() {
   local name=$1 ids
   ids=$(docker ps -aq --filter label=owner=molecule --filter "name=^${name}-h[0-9]+$" 2>/dev/null || true)
   [[ -z $ids ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
+  # A container scenario's fleet also has pods and volumes (tests/hosts/container_fleet.py).
+  "$venv/bin/python" "$repo/tests/hosts/container_fleet.py" down --prefix "$name" >/dev/null 2>&1 || true
 }
 
 cleanup() {
