@@ -36,8 +36,15 @@ def inspect_running(docker, name, error):
                         'mtproxy_cutover_service to the name of the proxy container' % name)
         state = container.get('State') or {}
         if not state.get('Running') or not state.get('Pid'):
-            raise error('container %s is not running (Status=%s, ExitCode=%s)'
-                        % (name, state.get('Status'), state.get('ExitCode')))
+            previous = docker.container_or_none(name + '.mtproxy-cutover-prev')
+            if previous is not None:
+                raise error('container %s is not running (Status=%s) and %s.mtproxy-cutover-prev is there: a switch '
+                            'was interrupted between its stop and its start. Run rollback.yml for this host (it '
+                            'recreates %s from the frozen C image and removes the leftover), then cut over again'
+                            % (name, state.get('Status'), name, name))
+            shown = (name, state.get('Status'), state.get('ExitCode'), name)
+            raise error('container %s is not running (Status=%s, ExitCode=%s): start it (docker start %s) and check '
+                        'it serves before the cutover freezes it' % shown)
         image = docker.image_or_none(container.get('Image'))
     except DockerError as exc:
         raise error(str(exc))

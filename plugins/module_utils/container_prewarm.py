@@ -29,7 +29,7 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils import netns
 from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import redact_argv
 from ansible_collections.mtproxy.cutover.plugins.module_utils.container_freeze import as_inspect
 from ansible_collections.mtproxy.cutover.plugins.module_utils.container_switch import (
-    LOG_LINES, container_logs, resolve_image)
+    LOG_LINES, PREWARM_SUFFIX, container_logs, resolve_image)
 from ansible_collections.mtproxy.cutover.plugins.module_utils.docker_api import Docker, DockerError
 from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError, ms, pid_alive, tcp_accepts
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
@@ -38,7 +38,6 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import REFU
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
     SwitchError, argv_matches, client_hosts_of, explain_mismatch, frozen_argv, load_manifest)
 
-PREWARM_SUFFIX = '.mtproxy-cutover-prewarm'
 POLL_INTERVAL = 0.02
 STATE_CHECK_INTERVAL = 0.2
 
@@ -123,11 +122,16 @@ class ContainerPrewarm:
             destination = mount['destination']
             data = self.docker.get_archive(self.service, destination)
             if len(data) > MAX_COPY_BYTES:
-                self.fail('the content of %s in %s is %d bytes, more than the %d a pre-warm copies; pre-warm this '
-                          'host with mtproxy_cutover_prewarm: false and rely on the canary' % (
-                              destination, self.service, len(data), MAX_COPY_BYTES))
+                self.fail('the content of %s in %s is %d bytes, more than the %d a pre-warm copies: make a host '
+                          'with less data on its mounts the canary (group mtproxy_canary; only canaries are '
+                          'pre-warmed)' % (destination, self.service, len(data), MAX_COPY_BYTES))
             parent = destination.rstrip('/').rsplit('/', 1)[0] or '/'
-            self.docker.put_archive(self.name, parent, data)
+            try:
+                self.docker.put_archive(self.name, parent, data)
+            except DockerError as exc:
+                self.fail('the pre-warm cannot copy the content of %s into its throwaway container (%s); a container '
+                          'with a read-only root filesystem (--read-only) cannot be pre-warmed this way: make another '
+                          'host the canary (group mtproxy_canary; only canaries are pre-warmed)' % (destination, exc))
 
     def wait_ready(self, stats_url, deadline):
         """(ready_at or None, why not)."""

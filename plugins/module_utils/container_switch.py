@@ -40,6 +40,7 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
 
 NEXT_SUFFIX = '.mtproxy-cutover-next'
 PREV_SUFFIX = '.mtproxy-cutover-prev'
+PREWARM_SUFFIX = '.mtproxy-cutover-prewarm'
 STATE_CHECK_INTERVAL = 0.2
 # The proxy inside a fresh container may still be its entrypoint script (the official run.sh sleeps
 # 1 s before it execs the proxy): the argv proof waits this long for the proxy process.
@@ -234,6 +235,9 @@ class ContainerSwitch:
         if handover not in HANDOVERS:
             raise SwitchError('handover must be one of %s' % ', '.join(HANDOVERS))
         method_of(self.state, target, METHOD)
+        if not check_mode:
+            # A pre-warm container an interrupted run left (a Go proxy with a copy of the secret) goes first.
+            self.docker.remove(self.service + PREWARM_SUFFIX, force=True, volumes=True)
         if target == 'go':
             if not image:
                 raise SwitchError('target=go needs image (the staged Go image, by ID or reference)')
@@ -257,6 +261,9 @@ class ContainerSwitch:
                   'container': self.service}
         extra = {'image': self.frozen_spec['image_id'], 'image_ref': self.frozen_spec.get('image_ref')}
         if live_ok and state_agrees(self.state, target, target_id, METHOD) and not force_restart:
+            # Nothing to change; still proven like a switch (a rollback of a host on C reads /stats too).
+            if stats_check and not check_mode:
+                self.stats_proof(result, target, self.netns_of(live), STATS_CHECK_TIMEOUT)
             return result
         result['changed'] = True
         if check_mode:
@@ -269,10 +276,15 @@ class ContainerSwitch:
                                    extra)
             save_state(self.state_dir, self.service, new_state)
             result['previous_good'] = new_state['previous_good']
+            if stats_check:
+                self.stats_proof(result, target, self.netns_of(live), STATS_CHECK_TIMEOUT)
             return result
         if live is None:
-            raise SwitchError('container %s does not exist: nothing to switch (recreate it from the frozen spec with '
-                              'rollback.yml, which needs it present, or by hand)' % self.service)
+            raise SwitchError('container %s does not exist, so there is nothing to recreate it from here; its frozen '
+                              'spec is in %s (container_create): recreate it by hand with that spec (docker run with '
+                              'the same options) from the frozen C image %s, then run rollback.yml again'
+                              % (self.service, os.path.join(self.state_dir, self.service, 'manifest.json'),
+                                 self.frozen_spec['image_id']))
         if journal_lines:
             result['journal'] = container_logs(self.docker, self.service, journal_lines, self.secrets)
         try:

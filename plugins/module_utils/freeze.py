@@ -343,8 +343,8 @@ def freeze_container(params, now, warnings):
                            result["manifest_path"], skip=skip)
     result["drift"] = drift
     if status == "unchanged":
-        if not flipped:
-            frozen["warnings"] = live["warnings"]
+        # Current warnings, on Go too (the frozen C image gone from the host is one).
+        frozen["warnings"] = live["warnings"]
         return _result(result, frozen, status, changed=False)
     return _write(result, frozen, live, status)
 

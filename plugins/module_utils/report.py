@@ -391,6 +391,9 @@ def _host_result(stages):
         return "failed", True, None
     if "flip" in stages:
         return "unknown", False, "flipped to Go but never judged"
+    if any(span["step"] == "flip" for span in _spans(stages)):
+        return "unknown", False, ("a flip started and never finished: the host may run Go or be between binaries; "
+                                  "check it, or run rollback.yml for it")
     freeze = stages.get("freeze") or {}
     if freeze.get("current") == "c":
         return "on_c", False, "never judged: the run stopped before this host (on C as frozen)"

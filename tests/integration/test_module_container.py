@@ -170,6 +170,9 @@ def test_flip_and_rollback_are_proven_from_docker_inspect(fleet):
     failed, back, raw_back = run_module('mtproxy_switch', dict(common, target='c'), fleet['workdir'])
     assert not failed, back.get('msg')
     assert back['stats_flavor'] == 'c' and back['argv_matches']
+    # rollback.yml on a host already on C changes nothing and still proves it by /stats.
+    failed, again_c, _raw = run_module('mtproxy_switch', dict(common, target='c'), fleet['workdir'])
+    assert not failed and not again_c['changed'] and again_c['stats_flavor'] == 'c', again_c
     assert cf.inspect('container', fleet['host'])['Image'] == fleet['record']['c_image_id']
     assert cf.spec_changes(before, cf.proxy_spec(fleet['host'])[0]) == {}
     with open(os.path.join(fleet['state_dir'], fleet['host'], 'state.json')) as handle:

@@ -105,6 +105,17 @@ def test_flipped_but_never_judged_host_is_unknown_not_on_go(tmp_path):
     assert report["result"] == "failed"
 
 
+def test_a_flip_that_started_and_never_finished_is_unknown_not_on_c(tmp_path):
+    # A controller killed between the flip's start mark and its record: the host may already run Go.
+    run_dir = _run(tmp_path)
+    rep.write_record(run_dir, "h1", "freeze", {"current": "c"})
+    rep.write_mark(run_dir, "h1", {"start": "flip"})
+    report = _report(run_dir)
+    assert report["hosts"]["h1"]["result"] == "unknown" and report["hosts"]["h1"]["judged"] is False
+    assert "a flip started and never finished" in report["hosts"]["h1"]["reason"]
+    assert report["result"] == "failed"
+
+
 def test_zero_judged_hosts_is_a_failure(tmp_path):
     # drill.yml without a canary, or every host unreachable: 0 hosts is not a success.
     assert _report(_run(tmp_path, "drill", expected=()))["result"] == "failed"
