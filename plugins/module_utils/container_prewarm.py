@@ -35,11 +35,19 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostEr
 from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import manifest_secrets
 from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import stats_ready
 from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import REFUSED, fetch
+from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import FLAVOR_C, StatsParseError, parse_stats
 from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import (
     SwitchError, argv_matches, client_hosts_of, explain_mismatch, frozen_argv, load_manifest)
 
 POLL_INTERVAL = 0.02
 STATE_CHECK_INTERVAL = 0.2
+
+
+def answer_flavor(body):
+    try:
+        return parse_stats(body).flavor
+    except StatsParseError:
+        return None
 
 
 class PrewarmError(SwitchError):
@@ -151,6 +159,9 @@ class ContainerPrewarm:
                 with netns.entered(pid):
                     if not stats_ok:
                         answer = fetch(stats_url, timeout=1.0)
+                        if answer.ok and answer_flavor(answer.body) == FLAVOR_C:
+                            return None, ('answers /stats as the C binary, not the Go port: the image pinned as Go '
+                                          'is a C build (check mtproxy_cutover_go_image_id)')
                         if answer.ok:
                             stats_ok, why = stats_ready(answer.body)
                         elif answer.error != REFUSED:

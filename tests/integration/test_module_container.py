@@ -131,6 +131,15 @@ def test_prewarm_quotes_an_entrypoint_that_refuses_the_frozen_environment(fleet)
         sh(['docker', 'rmi', '-f', tag])
 
 
+def test_prewarm_refuses_a_c_image_pinned_as_the_go_image(fleet):
+    assert not freeze(fleet)[0]
+    failed, result, _raw = run_module('mtproxy_prewarm', dict(
+        state='started', service=fleet['host'], state_dir=fleet['state_dir'], image=fleet['record']['c_image_id'],
+        ready_timeout=15), fleet['workdir'])
+    assert failed and 'answers /stats as the C binary' in result['msg']
+    assert cf.inspect('container', fleet['host'] + '.mtproxy-cutover-prewarm') is None
+
+
 def test_prewarm_of_the_go_image_is_ready_and_leaves_nothing(fleet):
     assert not freeze(fleet)[0]
     common = dict(service=fleet['host'], state_dir=fleet['state_dir'])
