@@ -307,12 +307,12 @@ def test_replace_program():
 def test_cmdline_of_a_c_proxy_with_nat_info_is_read_back_as_started():
     # net_add_nat_info() of the C proxy writes a NUL over the ':' of its value in argv: the real C build
     # in the official image's shape shows `--nat-info 127.0.0.1 127.0.0.1` in /proc/PID/cmdline.
-    live = ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info', '10.0.0.5', '203.0.113.7',
-            '--nat-info=10.0.0.6', '203.0.113.8', '/etc/proxy-multi.conf']
+    live = ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info', '127.0.0.5', '127.0.1.7',
+            '--nat-info=127.0.0.6', '127.0.1.8', '/etc/proxy-multi.conf']
     assert unsplit_cmdline(live) == ['/usr/local/bin/mtproto-proxy', '-p', '2398', '--nat-info',
-                                     '10.0.0.5:203.0.113.7', '--nat-info=10.0.0.6:203.0.113.8',
+                                     '127.0.0.5:127.0.1.7', '--nat-info=127.0.0.6:127.0.1.8',
                                      '/etc/proxy-multi.conf']
     # The Go port leaves its argv alone; a config path after a joined value stays a word of its own.
-    as_started = ['mtproto-proxy', '--nat-info', '10.0.0.5:203.0.113.7', '10.0.0.9']
+    as_started = ['mtproto-proxy', '--nat-info', '127.0.0.5:127.0.1.7', '127.0.0.9']
     assert unsplit_cmdline(as_started) == as_started
-    assert unsplit_cmdline(['mtproto-proxy', '--nat-info', '10.0.0.5']) == ['mtproto-proxy', '--nat-info', '10.0.0.5']
+    assert unsplit_cmdline(['mtproto-proxy', '--nat-info', '127.0.0.5']) == ['mtproto-proxy', '--nat-info', '127.0.0.5']

@@ -106,10 +106,10 @@ def test_create_body_keeps_a_user_network_alias_and_address():
     custom = copy.deepcopy(CONTAINER)
     custom['HostConfig']['NetworkMode'] = 'edge'
     custom['NetworkSettings']['Networks'] = {'edge': {'Aliases': ['proxy', '4f1c2d3e4b5a'],
-                                                      'IPAMConfig': {'IPv4Address': '10.9.0.5'}}}
+                                                      'IPAMConfig': {'IPv4Address': '127.0.9.5'}}}
     body = ct.create_body(custom, IMAGE, GO_ID)
     assert body['NetworkingConfig'] == {'EndpointsConfig': {'edge': {
-        'IPAMConfig': {'IPv4Address': '10.9.0.5'}, 'Aliases': ['proxy']}}}
+        'IPAMConfig': {'IPv4Address': '127.0.9.5'}, 'Aliases': ['proxy']}}}
 
 
 def test_image_reference_prefers_a_tag_that_still_names_the_image():

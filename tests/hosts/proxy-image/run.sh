@@ -12,6 +12,7 @@
 #   MAX_CONNECTIONS  this image's addition: -c, default 512. The C binary's own default (65536 and
 #                    more) is above the open-files limit of the test machines (20000), where the
 #                    binary refuses to start; an operator's image sets it for its hosts the same way.
+#   INTERNAL_IP      this image's addition: the local address of --nat-info, default 127.0.0.1 (no network lookup).
 #   EXTERNAL_IP      this image's addition: the global address of --nat-info, default the internal one.
 #
 # Unlike the official script nothing is downloaded: the backend config and the aes-pwd file are part
@@ -67,8 +68,9 @@ workers=${WORKERS:-2}
 max_connections=${MAX_CONNECTIONS:-512}
 [[ $max_connections =~ ^[1-9][0-9]*$ ]] || fail "MAX_CONNECTIONS must be a positive number"
 
-internal_ip=$(ip -4 route get 8.8.8.8 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n 1 || true)
-internal_ip=${internal_ip:-127.0.0.1}
+# The official script asks the routing table and a web service for these; test containers have no
+# network, so both come from the environment (default: the container's loopback).
+internal_ip=${INTERNAL_IP:-127.0.0.1}
 external_ip=${EXTERNAL_IP:-$internal_ip}
 say "nat-info: $internal_ip:$external_ip, workers: $workers, max connections: $max_connections"
 
