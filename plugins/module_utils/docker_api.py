@@ -97,12 +97,7 @@ class Docker:
         return self.call('GET', '/containers/%s/json' % quote(name, safe=''))[1]
 
     def container_or_none(self, name):
-        try:
-            return self.inspect_container(name)
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return _unless_missing(self.inspect_container, name)
 
     def create_container(self, name, body):
         return self.call('POST', '/containers/create', {'name': name}, body)[1]['Id']
@@ -152,24 +147,22 @@ class Docker:
                                   {'stdout': 'true', 'stderr': 'true', 'tail': str(int(tail))}, raw=True)
         return demultiplex(data)
 
-    def containers(self, label=None):
-        """Summaries of all containers (running or not), optionally with a label ``key`` or ``key=value``."""
-        query = {'all': 'true'}
-        if label:
-            query['filters'] = json.dumps({'label': [label]})
-        return self.call('GET', '/containers/json', query)[1] or []
-
     # -- images
     def inspect_image(self, ref):
         return self.call('GET', '/images/%s/json' % quote(ref, safe=':@/'))[1]
 
     def image_or_none(self, ref):
-        try:
-            return self.inspect_image(ref)
-        except DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return _unless_missing(self.inspect_image, ref)
+
+
+def _unless_missing(inspect, name):
+    """``inspect(name)``, or None when the engine answers 404 (no such container or image)."""
+    try:
+        return inspect(name)
+    except DockerError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def engine_message(data):

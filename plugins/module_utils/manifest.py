@@ -154,15 +154,8 @@ def _redact_environment(environment, secrets):
     return out
 
 
-def _scrub(value, secrets):
-    """Belt and braces: redact secret substrings in every string of a JSON-like value."""
-    if isinstance(value, dict):
-        return dict((k, _scrub(v, secrets)) for k, v in value.items())
-    if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        return redact_text(value, secrets)
-    return value
+# Belt and braces: redact secret substrings in every string of a JSON-like value.
+_scrub = container.scrub
 
 
 def redact_manifest(manifest, extra_secrets=()):
