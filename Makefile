@@ -12,12 +12,17 @@ export MTPROXY_TEST_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SCENARIOS ?=
+# The oldest and the newest supported ansible-core (meta/runtime.yml), each in a venv of its own on
+# the Python named in requirements/core-<version>.txt (found by tests/hosts/find-python.sh).
+CORES      := 2.16 2.21
+CORE_VENVS := $(foreach core,$(CORES),.venv-core$(core)/.installed)
 
-.PHONY: help venv unit changelog integration lint sanity engine image scenarios test demo bench build clean
+.PHONY: help venv cores unit unit-pythons unit-pythons-image changelog integration integration-cores lint sanity engine image image-trixie \
+	scenarios importer test demo bench build clean
 
 help:
 	@echo "make demo   - run cutover.yml then rollback.yml on a local fleet of systemd containers"
-	@echo "make test   - unit, changelog, module, lint, sanity and Molecule scenario tests"
+	@echo "make test   - unit, changelog, module, lint, sanity, Galaxy import and Molecule scenario tests"
 	@echo "make build  - the collection tarball in build/ (ansible-galaxy collection build)"
 	@echo "make bench  - flip window, fleet scale and judge cost benchmarks"
 
@@ -37,11 +42,53 @@ $(VENV)/.collections: $(VENV)/.installed
 
 venv: $(VENV)/.collections
 
+.venv-core%/.installed: requirements/core-%.txt
+	rm -rf .venv-core$*
+	"$$(tests/hosts/find-python.sh "$$(sed -n 's/^# python: //p' $<)")" -m venv .venv-core$*
+	.venv-core$*/bin/python -m pip install -q -r $<
+	touch $@
+
+cores: $(CORE_VENVS)
+
+# galaxy-importer (what Galaxy runs on an upload) in a venv of its own: its pins differ from ours.
+.venv-importer/.installed: requirements/importer.txt
+	rm -rf .venv-importer
+	"$$(tests/hosts/find-python.sh "$$(sed -n 's/^# python: //p' $<)")" -m venv .venv-importer
+	.venv-importer/bin/python -m pip install -q -r $<
+	touch $@
+
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
+# The unit tests again on Python 3.12 (ansible-core 2.16) and 3.13 (2.21), each in another random
+# order (pytest-random-order; the seed is printed, --random-order-seed=N repeats an order): a test
+# that passes only after another one, or only by luck, fails here. One after the other: at once, the
+# load alone failed a timing test of the stand-in (tests/output/unit-<core>.log has each run).
+UNIT_PASSES = $(foreach core,$(CORES),unit-$(core) \
+	".venv-core$(core)/bin/python -m pytest tests/unit -q -p no:cacheprovider --random-order-seed=$$RANDOM")
+unit-pythons: venv cores
+	tests/hosts/at-once.sh -j 1 $(UNIT_PASSES)
+
+# make test builds the Debian 13 image meanwhile: debootstrap waits on downloads and the disk, not on
+# the CPU (about 2 minutes less than one after the other).
+unit-pythons-image: venv cores engine
+	tests/hosts/at-once.sh -j 2 image-trixie "tests/hosts/build-image.sh trixie" $(UNIT_PASSES)
+
 integration: venv engine image
 	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) -m pytest tests/integration -q
+
+# The module tests and the playbooks against unreachable hosts with the oldest supported ansible-core
+# on Debian 12 hosts (Python 3.11) and with the newest on Debian 13 hosts (Python 3.13, systemd 257),
+# both at once: most of each is waiting for hosts and windows (tests/output/integration-<core>.log).
+# make test runs these two, not `integration` (the same tests on the default venv's 2.19, which the
+# Molecule scenarios run end to end): 10 minutes less. test_container_fleet.py tests the harness, not
+# the collection: it runs once, with 2.16.
+HARNESS_TESTS := tests/integration/test_container_fleet.py
+CORE_TESTS := $(filter-out $(HARNESS_TESTS),$(wildcard tests/integration/test_*.py))
+integration-cores: venv cores engine image image-trixie
+	tests/hosts/at-once.sh \
+	  integration-2.16 "MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) .venv-core2.16/bin/python -m pytest -q $(CORE_TESTS) $(HARNESS_TESTS)" \
+	  integration-2.21 "MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh trixie) .venv-core2.21/bin/python -m pytest -q $(CORE_TESTS)"
 
 changelog: venv
 	antsibull-changelog lint
@@ -57,8 +104,15 @@ lint: venv
 build: venv
 	ansible-galaxy collection build --force --output-path build/
 
+# ansible-test sanity with the oldest and the newest supported ansible-core, shellcheck on PATH (the
+# venv's); with 2.16, the modules also compile and import on Python 3.6, the oldest target it manages.
 sanity: venv
-	tests/sanity/run-sanity.sh
+	SANITY_TARGET_PYTHONS=3.6 tests/sanity/run-sanity.sh 2.16
+	tests/sanity/run-sanity.sh 2.21
+
+# What Galaxy's importer says of the tarball (tests/unit/test_packaging.py builds it).
+importer: venv .venv-importer/.installed
+	MTPROXY_GALAXY_IMPORTER=$(CURDIR)/.venv-importer/bin/python $(PY) -m pytest -q tests/unit/test_packaging.py -k importer
 
 engine:
 	tests/hosts/docker-engine.sh
@@ -66,10 +120,14 @@ engine:
 image: engine
 	tests/hosts/build-image.sh >/dev/null
 
-scenarios: venv engine image
-	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) tests/hosts/run-scenarios.sh $(SCENARIOS)
+image-trixie: engine
+	tests/hosts/build-image.sh trixie >/dev/null
 
-test: unit changelog lint sanity integration scenarios
+scenarios: venv engine image image-trixie
+	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) MOLECULE_TRIXIE_IMAGE=$$(tests/hosts/build-image.sh trixie) \
+	  tests/hosts/run-scenarios.sh $(SCENARIOS)
+
+test: unit unit-pythons-image changelog lint sanity importer integration-cores scenarios
 
 demo: venv engine image
 	tests/hosts/demo.sh
@@ -81,4 +139,4 @@ bench: venv engine image
 clean:
 	$(PY) tests/hosts/fleet.py down --all || true
 	$(PY) tests/hosts/container_fleet.py down --all || true
-	rm -rf $(VENV) .venv-sanity artifacts build
+	rm -rf $(VENV) .venv-* artifacts build

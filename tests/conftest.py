@@ -29,3 +29,18 @@ if COLLECTIONS_ROOT not in sys.path:
 STANDIN_DIR = os.path.join(REPO_ROOT, "tests", "standin")
 if STANDIN_DIR not in sys.path:
     sys.path.insert(0, STANDIN_DIR)
+
+
+def _run_command(args, data=None, binary_data=False, environ_update=None, check_rc=False, expand_user_and_vars=True,
+                 cwd=None):
+    """What AnsibleModule.run_command does for the host-side code, for the tests that run it without a module."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    env = dict(os.environ, **(environ_update or {}))
+    done = subprocess.run(list(args), input=data.encode("utf-8") if isinstance(data, str) else data,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False, cwd=cwd)
+    return done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+
+
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import process as _process  # noqa: E402
+
+_process.use_runner(_run_command)

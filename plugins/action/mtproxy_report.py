@@ -13,7 +13,7 @@ __metaclass__ = type
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.mtproxy.cutover.plugins.module_utils.report import (
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.report import (
     ARGUMENT_SPEC,
     REQUIRED_BY,
     ReportError,

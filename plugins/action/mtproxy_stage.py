@@ -5,7 +5,7 @@
 
 ``ansible.builtin.copy`` needs five (a stat module, a temporary directory, the transfer, the copy
 module, the cleanup); here the file's bytes go on the stdin of the small program in
-module_utils/stage.py, which verifies them on the host before they take their place.
+module_utils/_stage.py, which verifies them on the host before they take their place.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,7 +20,28 @@ import shlex
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.mtproxy.cutover.plugins.module_utils import stage
+from ansible_collections.mtproxy.cutover.plugins.module_utils import _stage as stage
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import elf
+
+
+def elf_verdict(src, machine, host):
+    """elf.judge() of the binary on the controller against the host's machine (uname -m)."""
+    try:
+        candidate = elf.identify(src)
+    except elf.ElfError as exc:
+        return {'ok': False, 'message': 'the Go binary %s %s' % (src, exc), 'host': elf.host_facts(machine),
+                'candidate_description': None}
+    interpreter = None
+    if candidate['format'] == 'script' and (candidate.get('script_interpreter') or '').startswith('/'):
+        try:
+            interpreter = elf.identify(candidate['script_interpreter'])
+        except elf.ElfError:
+            interpreter = None
+    verdict = elf.judge(candidate, elf.host_facts(machine), label='the Go binary',
+                        host_label='host %s' % host, interpreter=interpreter)
+    verdict['candidate_description'] = elf.describe(interpreter or candidate)
+    return verdict
+
 
 ARGUMENT_SPEC = dict(
     src=dict(type='path', required=True),
@@ -68,6 +89,12 @@ class ActionModule(ActionBase):
         seen = self._run_program(task_vars, ['check', dest, want, mode, '0' if self._task.check_mode else '1'])
         if seen.get('failed'):
             return dict(result, failed=True, msg='%s: cannot check %s: %s' % (host, dest, seen.get('msg')))
+        # The runbook's "Linux amd64 validation": the binary is a Linux program for the host's machine,
+        # judged before a byte is copied (the binary read here, the host's uname -m from the check).
+        runs = elf_verdict(src, seen.get('machine'), host)
+        result['architecture'] = {'binary': runs['candidate_description'], 'host': runs['host']['description']}
+        if not runs['ok']:
+            return dict(result, failed=True, refused='wrong_architecture', msg='%s: %s' % (host, runs['message']))
         if seen.get('present'):
             result['changed'] = bool(seen.get('changed'))
             return result

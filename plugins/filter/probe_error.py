@@ -38,7 +38,7 @@ _value:
   type: str
 """
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.credentials import redact_urls_in_text
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.credentials import redact_urls_in_text
 
 
 def probe_error(result):

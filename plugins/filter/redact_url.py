@@ -37,7 +37,7 @@ _value:
   type: raw
 """
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.credentials import redact_value
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.credentials import redact_value
 
 
 def redact_url(value):

@@ -47,7 +47,7 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import compare_summaries
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import compare_summaries
 
 
 def slo_against_control(summary, control, thresholds=None):

@@ -37,7 +37,7 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import effective_thresholds
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import effective_thresholds
 
 
 def _g(value):

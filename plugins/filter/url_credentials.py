@@ -42,7 +42,7 @@ _value:
   type: dict
 """
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.credentials import split_url_credentials
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.credentials import split_url_credentials
 
 
 def url_credentials(url):

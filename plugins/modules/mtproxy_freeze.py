@@ -37,6 +37,8 @@ description:
     warnings found so far in its message.
   - Warns when C(-S) is on the command line, where every local user can read it.
 version_added: "0.1.0"
+extends_documentation_fragment:
+  - mtproxy.cutover.run_lock
 author:
   - mtproxy.cutover contributors (@mtproxy-cutover)
 options:
@@ -54,6 +56,17 @@ options:
       - Refused while the host runs the Go binary.
     type: bool
     default: false
+  accept_refresh:
+    description:
+      - File roles whose new content at the same path is recorded instead of stopping the run as drift
+        (RV(status=refreshed)), also on a host already on Go. V(config) is the backend config
+        (C(proxy-multi.conf)), which the upstream README refreshes daily from Telegram; the runbook keeps
+        the same config source, and both binaries load the file they are given.
+      - Any other drift still stops the run, and so does a changed path.
+    type: list
+    elements: str
+    choices: [config]
+    default: []
   go_binaries:
     description:
       - Paths known to be Go releases. A first freeze refuses a service whose binary is one of them.
@@ -81,8 +94,19 @@ options:
         the proxy inside it, the files that argv names as the container sees them, and the C(/stats) baseline
         read inside the container's network namespace. A container owned by docker compose or run by a
         systemd unit (C(docker run --name ...)) is refused with that reason.
+      - V(compose) freezes the docker compose service O(service), named C(<project>/<service>) (the
+        C(com.docker.compose.project) and C(.service) labels of its container, not the container's name). It
+        records all that V(container) records, plus the project's files compose loaded (with checksums, and the
+        project's C(.env)), the service's config hash and the compose command of the host that computes that same
+        hash from the files now. Refused before anything is written, naming the cause and the way forward -
+        a service started with C(-f) files or C(COMPOSE_FILE) other than the project's default file, a project
+        with an override file of its own, a service built by compose (C(build:) without C(image:)), more than
+        one container of the service, a container made by a compose of another major version than the host's,
+        and files that no longer make the running container (config hash).
+      - V(compose) needs the compose the project is run with on the host, the v2 CLI plugin (C(docker compose) 2.x)
+        or C(docker-compose) (v1 1.29, Debian bookworm's package, or a v2 build of that name).
     type: str
-    choices: [container, dropin, symlink]
+    choices: [compose, container, dropin, symlink]
   go_images:
     description:
       - Image IDs of Go builds (method V(container)). A container running one of them with no manifest yet is
@@ -91,7 +115,7 @@ options:
     elements: str
     default: []
   docker_socket:
-    description: Unix socket of the Docker engine (or Podman's Docker-compatible socket), for V(container).
+    description: Unix socket of the Docker engine (or Podman's Docker-compatible socket), for V(container) and V(compose).
     type: path
     default: /var/run/docker.sock
   allow_no_baseline:
@@ -104,7 +128,7 @@ options:
   handover:
     description:
       - How M(mtproxy.cutover.mtproxy_switch) will restart the service (C(mtproxy_cutover_handover)).
-      - V(bridge) (C(handover_bridge) of the switch) needs C(nft) (nftables) or C(iptables) and
+      - V(bridge) (O(mtproxy.cutover.mtproxy_switch#module:handover=bridge)) needs C(nft) (nftables) or C(iptables) and
         C(CAP_NET_ADMIN) on the host; a host without them is refused here (C(bridge_unsupported)), with
         the reason, before anything is written.
       - Whatever the value, every run first removes what an interrupted bridge handover left behind
@@ -131,7 +155,8 @@ notes:
   - Results never contain secret values (C(-S), C(-P) values are replaced by C(<redacted>)).
 requirements:
   - Python 3 on the managed host (standard library only).
-  - systemd.
+  - systemd (O(method=dropin), O(method=symlink)); the Docker engine (V(container)); the Docker engine and
+    docker compose v2 (C(docker compose)) or v1 (C(docker-compose) 1.29) (V(compose)).
 attributes:
   async:
     description: Runs on the host like any module, in the background too (C(async)); its baseline window then does not hold up the task.
@@ -169,7 +194,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: C(frozen) (first manifest written), C(unchanged) (matches the manifest) or C(refrozen).
+  description:
+    - C(frozen) (first manifest written), C(unchanged) (matches the manifest), C(refreshed) (only files of
+      O(accept_refresh) changed, at the same path; their checksums were recorded) or C(refrozen).
   returned: always
   type: str
   sample: frozen
@@ -178,6 +205,17 @@ method:
   returned: success
   type: str
   sample: dropin
+runtime:
+  description: How the service is run (C(systemd) for a unit, C(container), C(compose)); chosen from its frozen state.
+  returned: success
+  type: str
+  sample: systemd
+releases_in_use:
+  description: Directories of the Go releases the service runs or ran (its C(state.json) and switch history).
+  returned: success
+  type: list
+  elements: str
+  sample: [/opt/MTProxy/releases/go-0123456789ab]
 current:
   description: Binary flavour the service runs now, C(c) or C(go).
   returned: always
@@ -276,16 +314,26 @@ refused:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mtproxy.cutover.plugins.module_utils import bridge as br
-from ansible_collections.mtproxy.cutover.plugins.module_utils import freeze as fz
-from ansible_collections.mtproxy.cutover.plugins.module_utils import unit as un
+from ansible_collections.mtproxy.cutover.plugins.module_utils._handover import bridge as br
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import freeze as fz
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import lock
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import unit as un
+from ansible_collections.mtproxy.cutover.plugins.module_utils._state import StateDir
 
 
 def main():
     module = AnsibleModule(argument_spec=fz.argument_spec(), supports_check_mode=True)
+    use_module(module)
     invalid = fz.check_params(module.params)
     if invalid:
         module.fail_json(msg=invalid)
+    try:
+        lock.check(StateDir(module.params["state_dir"], module.params["service"]), module.params["lock_run_id"],
+                   check_mode=module.check_mode)
+    except CutoverError as exc:
+        module.fail_json(msg=str(exc), drift=[], **exc.details)
     # An interrupted bridge handover's redirect and bridge go first, whatever this freeze decides.
     leftovers = br.clear_leftovers(module.params["service"], module.params["state_dir"], module.check_mode)
     for text in leftovers:

@@ -27,6 +27,8 @@ description:
   - No transient unit is left behind (stopped and reset-failed) except a successfully started one.
   - Secrets (C(-S), C(-P) values) never appear in results or messages.
 version_added: 0.1.0
+extends_documentation_fragment:
+  - mtproxy.cutover.run_lock
 author:
   - mtproxy.cutover contributors (@mtproxy-cutover)
 options:
@@ -48,7 +50,8 @@ options:
     type: path
   image:
     description:
-      - The staged Go image (ID or reference) of a service frozen as a container. The pre-warm is then a throwaway
+      - The staged Go image (ID or reference) of a service frozen as a container or a compose service (its release
+        must be of the kind the freeze recorded, an image there, O(binary) for a unit). The pre-warm is then a throwaway
         container C(<service>.mtproxy-cutover-prewarm) from that image with the frozen spec, in its own network
         namespace (C(none), no published ports), with a copy of its mounts' content instead of the mounts (the
         image's run script must not write into a production volume) and no restart policy; it is ready when
@@ -163,11 +166,11 @@ journal:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_prewarm import ContainerPrewarm
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_switch import frozen_as_container
-from ansible_collections.mtproxy.cutover.plugins.module_utils.docker_api import Docker
-from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import Prewarm
-from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, PrewarmError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import lock, prewarm
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_for
+from ansible_collections.mtproxy.cutover.plugins.module_utils._state import DEFAULT_STATE_DIR, StateDir
 
 
 def main():
@@ -175,29 +178,35 @@ def main():
         argument_spec=dict(
             state=dict(type='str', default='started', choices=['started', 'stopped']),
             service=dict(type='str', default='MTProxy'),
-            state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
+            state_dir=dict(type='path', default=DEFAULT_STATE_DIR),
             binary=dict(type='path'),
             image=dict(type='str'),
             docker_socket=dict(type='path', default='/var/run/docker.sock'),
             ready_timeout=dict(type='float', default=15),
             stop_timeout=dict(type='float', default=10),
+            lock_run_id=dict(type='str'),
         ),
         required_if=[('state', 'started', ['binary', 'image'], True)],
         supports_check_mode=True,
     )
     params = module.params
+    use_module(module)
     try:
-        if params['image'] or frozen_as_container(params['state_dir'], params['service']):
-            prewarm = ContainerPrewarm(params['service'], params['state_dir'], Docker(params['docker_socket']))
-            artefact = params['image'] or params['binary']
-        else:
-            prewarm = Prewarm(params['service'], params['state_dir'])
-            artefact = params['binary']
+        lock.check(StateDir(params['state_dir'], params['service']), params['lock_run_id'], check_mode=module.check_mode)
+        # The runtime is the one the service was frozen as; the release given must be of its kind.
+        runtime = runtime_for(StateDir(params['state_dir'], params['service']), None, params['docker_socket'])
+        given = 'image' if params['image'] else 'binary'
+        if params['state'] == 'started' and given != runtime.release_kind:
+            raise PrewarmError('%s was frozen as a %s service, whose release is a Go %s: pass %s, not %s'
+                               % (runtime.name, runtime.kind, runtime.release_kind, runtime.release_kind, given),
+                               changed=False)
+        candidate = runtime.candidate('prewarm')
         if params['state'] == 'started':
-            result = prewarm.start(artefact, params['ready_timeout'], check_mode=module.check_mode)
+            result = prewarm.start(candidate, params['image'] or params['binary'], params['ready_timeout'],
+                                   check_mode=module.check_mode)
         else:
-            result = prewarm.stop(params['stop_timeout'], check_mode=module.check_mode)
-    except SwitchError as exc:
+            result = prewarm.stop(candidate, params['stop_timeout'], check_mode=module.check_mode)
+    except CutoverError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     except (IOError, OSError) as exc:
         module.fail_json(msg='pre-warm of %s failed on the host: %s' % (params['service'], exc))

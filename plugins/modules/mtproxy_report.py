@@ -20,8 +20,9 @@ description:
     controller whatever the task's host.
   - The result of the run is derived from the hosts it was meant to touch, O(run.expected_hosts).
     It is V(running) until a task with O(final=true) (the Report play) marks it finished; then V(failed) when
-    any of those hosts failed, was rolled back (cutover), went away or was never judged, or when no
-    host was judged at all, else V(success).
+    any of those hosts failed, was rolled back or left on C (cutover), went away, is proven on another binary
+    than the run intended (O(proofs)) or could not be proven, or was never judged, or when no host was judged
+    at all, else V(success).
   - A task with O(run) starts a small watcher process on the controller. When C(ansible-playbook) ends
     before the run is marked finished, the watcher marks it V(incomplete) and renders the report once
     more.
@@ -29,6 +30,13 @@ description:
     directory, not the E(PWD) variable); the task returns the absolute path.
   - Records, notes and reports are redacted when they are written (URLs lose their user, password and
     token query parameters); secrets of the proxy never reach them.
+  - The task is V(changed) when it wrote a file of the run directory (in check mode, when it would have).
+    The collection's own tasks say C(changed_when=false), since the run's records are not a change of the host the
+    task runs for.
+  - Started under ansible-runner (automation controller, AWX; the environment variable
+    E(AWX_ISOLATED_DATA_DIR), which ansible-runner sets for every run it starts) with O(run_dir) inside the
+    working directory, the job's project directory that the job discards, the task warns to set
+    C(mtproxy_cutover_artifacts_dir) to a directory that outlives the job.
 version_added: "0.1.0"
 author:
   - mtproxy.cutover contributors (@mtproxy-cutover)
@@ -81,13 +89,16 @@ options:
   stage:
     description: Stage the O(record) belongs to. Required with O(record).
     type: str
-    choices: [freeze, stage, prewarm, baseline_restart, flip, verify, rollback, outcome]
+    choices: [freeze, stage, prewarm, baseline_restart, flip, verify, rollback, outcome, proof, lock]
   record:
     description:
       - Redacted facts of one stage of one host, written to O(run_dir)/hosts/<host>/<stage>.json
         (with C(recorded_at), UTC) before the report is rendered again.
       - The C(outcome) record judges a host; its C(result) is one of V(on_go), V(rolled_back), V(on_c),
-        V(failed), V(unreachable).
+        V(failed), V(unreachable), V(locked) (another run holds the host, see its run lock), or absent (a step stopped
+        the run on the host; the C(proof) says what it runs).
+      - The C(lock) record says what the run did to another run's lock of the host (C(broken), C(previous),
+        C(taken_over_from) of M(mtproxy.cutover.mtproxy_lock)).
     type: dict
   note:
     description:
@@ -121,6 +132,13 @@ options:
       label:
         description: Text shown with the started step (for example the name of a hook file).
         type: str
+  proofs:
+    description:
+      - What each host of the run runs now, as M(mtproxy.cutover.mtproxy_info) returned it (the registered
+        result, unreachable or failed included), by host; written as its C(proof) record.
+      - The report sets each host's proof against what the run intended for it (see the collection's
+        docs/runbook.md, "Reading a report"). A skipped result is not written.
+    type: dict
   finished_at:
     description: When the run finished (ISO 8601); default now.
     type: str
@@ -146,7 +164,7 @@ attributes:
     description: Records are written synchronously on the controller; C(async) is not supported.
     support: none
   check_mode:
-    description: In check mode the report is built and returned but nothing is written.
+    description: In check mode the report is built and returned but nothing is written; V(changed) says what would be.
     support: full
   diff_mode:
     description: Reports are artifacts of the run, not managed state; there is no diff.

@@ -198,10 +198,11 @@ thresholds:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_host import container_namespace
-from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError
-from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import collect_window, judge_window
-from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import check_loopback_url
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.container_proc import container_namespace
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import HostError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import collect_window, judge_window
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.scrape import check_loopback_url
 
 
 def _check_bounds(module, p):
@@ -235,6 +236,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    use_module(module)
     p = module.params
     _check_bounds(module, p)
     judge_args = dict(thresholds=p['thresholds'], baseline=p['baseline'],

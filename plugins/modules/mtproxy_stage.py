@@ -18,6 +18,10 @@ description:
     creates the parent directories (0755), writes a temporary file beside O(dest), hashes it while
     writing and renames it onto O(dest) only when the sha256 matches. A copy that differs never takes
     the destination's place, and nothing else is left behind.
+  - Before anything is copied, the binary must run on the host (the runbook's "Linux amd64 validation is
+    available") means a Linux ELF executable whose class, byte order and machine are the host's (its C(uname -m), read
+    by the first round trip); a C(#!) script is judged by its interpreter. A binary for another machine or system
+    is refused naming both and the build to stage (RV(refused=wrong_architecture)).
   - This is an action plugin; the host needs C(python3) (the configured C(ansible_python_interpreter),
     else C(/usr/bin/python3)) and runs as the become user when become is set, as pipelining would.
 version_added: "0.1.0"
@@ -81,5 +85,14 @@ dest:
 sha256:
   description: The verified sha256 (lower case).
   returned: always
+  type: str
+architecture:
+  description: What the binary is (C(binary)) and what the host runs (C(host)).
+  returned: when the host was reached
+  type: dict
+  sample: {binary: "ELF 64-bit LSB executable, x86-64 (GOARCH amd64)", host: "x86_64 (ELF 64-bit LSB x86-64, GOARCH amd64)"}
+refused:
+  description: C(wrong_architecture) when the binary cannot run on the host.
+  returned: failure
   type: str
 """

@@ -33,6 +33,12 @@ options:
       - A new metric may be added by also giving C(kind) (C(counter), C(gauge), C(flag) or C(identity)).
     type: dict
     default: {}
+  body:
+    description:
+      - Also return the page as read (RV(body)), with the value of C(aes_pwd_hash) replaced; C(drill.yml) counts
+        its lines for the Go port's drill report.
+    type: bool
+    default: false
 requirements:
   - Python 3 on the managed host (standard library only).
 extends_documentation_fragment:
@@ -96,6 +102,11 @@ scrape:
   returned: always
   type: dict
   sample: {"status": 200, "elapsed_ms": 1.2, "error": null}
+body:
+  description: The page as read, C(aes_pwd_hash) redacted (O(body=true)).
+  returned: success and O(body=true)
+  type: str
+  sample: "pid\t32364\nstart_time\t1795744873\n"
 error:
   description:
     - Error class when the page could not be read, one of C(refused), C(timeout), C(connection),
@@ -106,11 +117,12 @@ error:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_host import container_namespace
-from ansible_collections.mtproxy.cutover.plugins.module_utils.host import HostError
-from ansible_collections.mtproxy.cutover.plugins.module_utils.metrics import normalize
-from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import fetch
-from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import StatsParseError, parse_stats
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.container_proc import container_namespace
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import HostError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.metrics import normalize
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.scrape import fetch
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.stats import StatsParseError, parse_stats, redacted_body
 
 
 def main():
@@ -122,9 +134,11 @@ def main():
             container=dict(type='str'),
             docker_socket=dict(type='path', default='/var/run/docker.sock'),
             metric_overrides=dict(type='dict', default={}),
+            body=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
+    use_module(module)
     p = module.params
     try:
         with container_namespace(p['container'], p['docker_socket']):
@@ -141,8 +155,10 @@ def main():
         module.fail_json(msg='%s is not a /stats page: %s' % (p['url'], exc), error=exc.kind, scrape=scrape)
     except ValueError as exc:
         module.fail_json(msg=str(exc), scrape=scrape)
+    extra = {'body': redacted_body(result.body)} if p['body'] else {}
     module.exit_json(changed=False, flavor=parsed.flavor, raw=parsed.redacted_values(), sections=parsed.sections,
-                     metrics=norm['metrics'], no_signal=norm['no_signal'], invalid=norm['invalid'], scrape=scrape)
+                     metrics=norm['metrics'], no_signal=norm['no_signal'], invalid=norm['invalid'], scrape=scrape,
+                     **extra)
 
 
 if __name__ == '__main__':

@@ -20,7 +20,7 @@ description:
   - With O(method=symlink) the C(ExecStart) binary path must already be a symlink (C(current -> release));
     it is replaced atomically.
   - Restarts the service with one C(systemctl restart) job (systemd starts the new process as soon as the
-    old one is gone; see O(handover) for when that may be), measures how
+    old one is gone; see O(stop_mode) for when that may be), measures how
     long the client port refused connections,
     waits for the stats port, and proves that the new main process runs the frozen argv with only the
     program replaced.
@@ -39,13 +39,15 @@ description:
     the intended program.
   - Does nothing (V(changed=false), no restart) when the unit already points at the target, the live
     process runs it with the expected argv and the state file agrees.
-  - With O(handover_bridge) new clients are handed to a bridge while the service restarts, so the client
-    port never refuses (see O(handover_bridge)).
+  - With O(handover=bridge) new clients are handed to a bridge while the service restarts, so the client
+    port never refuses (see O(handover)).
   - Every run first removes what an interrupted bridge handover left behind (its nftables table or
-    iptables chains and its C(<service>-bridge.service)), whatever O(handover_bridge) says
+    iptables chains and its C(<service>-bridge.service)), whatever O(handover) says
     (RV(leftovers_removed)).
   - Secrets (C(-S), C(-P) values) never appear in results, diffs or messages.
 version_added: 0.1.0
+extends_documentation_fragment:
+  - mtproxy.cutover.run_lock
 author:
   - mtproxy.cutover contributors (@mtproxy-cutover)
 options:
@@ -84,12 +86,22 @@ options:
         environment, mounts, ports, restart policy, network, user, labels), proven from C(docker inspect); the
         old container is stopped only after the new one was created, and removed once the new one is proven.
         A service frozen as a container is always switched this way.
+      - V(compose) (a service frozen as a docker compose service, always switched this way) writes the
+        collection's override file beside the project's file (C(compose.override.yaml) for C(compose.yaml),
+        C(docker-compose.override.yml) for C(docker-compose.yml)), setting only the service's image to the Go
+        image ID; checks that compose loads it (the service's config hash changes; else it is removed again and
+        the switch refused, C(compose_override_not_loaded)); stops the old container (SIGTERM to the proxy, as
+        V(container) does) and runs C(up -d --no-deps --no-build <service>) in the project's directory with the
+        project's name, so that compose recreates the container and still owns it (the operator's next
+        C(docker compose up -d) keeps it). O(target=c) removes only that file and recreates the same way. Proven
+        like V(container), plus compose's own record (the files it loaded and the config hash, after a rollback
+        the frozen one).
       - Unset, the method is the one C(state.json) records while the service is on Go or is switched back to C
         (O(target=c)), else V(dropin). The method a service was flipped with is always read back from
         C(state.json); a value that contradicts it is refused (C(refused=method_mismatch)) before anything
         changes, since pointing back another way would leave the service on Go.
     type: str
-    choices: [container, dropin, symlink]
+    choices: [compose, container, dropin, symlink]
   listen_timeout:
     description: Seconds to wait once the old process is gone for the client port, then the stats port, to accept.
     type: float
@@ -101,7 +113,7 @@ options:
         block a switch).
     type: float
     default: 30
-  handover:
+  stop_mode:
     description:
       - When the new binary may start. The stop is always the stop half of a C(systemctl restart) job
         (ExecStop=, KillMode= and KillSignal= of the unit apply; Restart= does not fire).
@@ -121,10 +133,13 @@ options:
     type: str
     default: listeners_closed
     choices: [listeners_closed, wait_exit]
-  handover_bridge:
+  handover:
     description:
-      - Hand new clients to a bridge while the service restarts, so that the client port never refuses a
-        connection (C(mtproxy_cutover_handover=bridge)). For the systemd methods (V(dropin), V(symlink)).
+      - How clients are handed from the old binary to the new one (C(mtproxy_cutover_handover)).
+      - V(restart) restarts the service; new clients are refused from the moment the old binary stops
+        accepting until the new one accepts (see O(stop_mode)).
+      - V(bridge) hands new clients to a bridge while the service restarts, so that the client port never
+        refuses a connection. For the systemd methods (V(dropin), V(symlink)).
       - Before anything changes, the target binary (the Go binary, or the frozen C binary for O(target=c))
         is started with the frozen flags on free side ports as the transient unit
         C(<service>-bridge.service) and judged ready like M(mtproxy.cutover.mtproxy_prewarm); if it does not
@@ -148,14 +163,15 @@ options:
         C(CAP_NET_ADMIN), is refused (C(refused=bridge_unsupported)) before anything changes, also in
         check mode. A host that needs no restart is left alone.
       - Figures in RV(bridge).
-    type: bool
-    default: false
+    type: str
+    default: restart
+    choices: [restart, bridge]
   bridge_drain:
-    description: Seconds the bridge may keep its clients after the service accepts again (O(handover_bridge)).
+    description: Seconds the bridge may keep its clients after the service accepts again (O(handover=bridge)).
     type: float
     default: 10
   bridge_ready_timeout:
-    description: Seconds the bridge may take to get ready (O(handover_bridge)).
+    description: Seconds the bridge may take to get ready (O(handover=bridge)).
     type: float
     default: 15
   stats_check:
@@ -183,7 +199,7 @@ options:
 requirements:
   - Python 3 on the managed host (standard library only).
   - systemd.
-  - With O(handover_bridge), C(nft) (nftables) or C(iptables) and C(CAP_NET_ADMIN).
+  - With O(handover=bridge), C(nft) (nftables) or C(iptables) and C(CAP_NET_ADMIN).
 attributes:
   async:
     support: full
@@ -247,13 +263,13 @@ timings:
       C(ExecMainStartTimestamp)), C(binary_start_ms) the rest, the binary's own start until the
       client port accepted; both null when systemd gives no time stamp from this restart.
       C(spawn_ms) is 0 when the old process was seen gone only after that fork.
-    - C(handover) the O(handover) used, C(listeners_closed_ms) from the stop until the client port refused
-      while the old process still ran (null if it exited first or with O(handover=wait_exit)),
+    - C(stop_mode) the O(stop_mode) used, C(listeners_closed_ms) from the stop until the client port refused
+      while the old process still ran (null if it exited first or with O(stop_mode=wait_exit)),
       C(ended_after_listeners_closed) whether the old processes were then ended with SIGKILL.
   returned: always
   type: dict
   sample: {stop_ms: 4.1, start_ms: 14.2, unavailable_ms: 18.3, stats_ms: 15.0, spawn_ms: 3.1, binary_start_ms: 11.1,
-           killed_after_stop_timeout: false, handover: listeners_closed, listeners_closed_ms: null, ended_after_listeners_closed: false}
+           killed_after_stop_timeout: false, stop_mode: listeners_closed, listeners_closed_ms: null, ended_after_listeners_closed: false}
 argv_matches:
   description:
     - Whether the live main process runs the expected argv (frozen argv, program replaced for Go).
@@ -319,7 +335,7 @@ client_hosts:
   sample: [127.0.0.1]
 bridge:
   description:
-    - With O(handover_bridge), the handover's figures (also kept in the switch's C(state.json) entry).
+    - With O(handover=bridge), the handover's figures (also kept in the switch's C(state.json) entry).
     - C(backend) (V(nft) or V(iptables)), C(unit), C(binary), C(ports) (client and bridge port pairs),
       C(ready_ms) (bridge start until ready), C(refused) (connects refused on a client or bridge port
       while the table was there, counted by the kernel, 0 expected), C(redirected) (new connections
@@ -330,7 +346,7 @@ bridge:
       C(stop_ms), C(conntrack_stale_deleted) and C(conntrack_redirected_deleted) (conntrack entries deleted
       before the redirect and after the bridge), C(monotonic) (CLOCK_MONOTONIC of the steps, to line them up
       with a client-side probe on the host), C(errors).
-  returned: when O(handover_bridge)
+  returned: when O(handover=bridge)
   type: dict
   sample: {backend: nft, refused: 0, redirected: 12, served: 12, dropped: 3, diverted_ms: 96.1, drain_ms: 180.2,
            drained: true, cut_at_drain: 0}
@@ -342,7 +358,8 @@ leftovers_removed:
 refused:
   description:
     - On a refusal before any restart, which host shape was refused (C(dropin_overridden),
-      C(exec_start_not_in_effect), C(bridge_unsupported)); the host was left as it was.
+      C(exec_start_not_in_effect), C(bridge_unsupported), C(method_mismatch)), or C(locked) when another run holds
+      the service (see O(lock_run_id)); the host was left as it was.
   returned: failure
   type: str
   sample: dropin_overridden
@@ -350,19 +367,25 @@ refused:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_switch import frozen_as_container, switch_container
-from ansible_collections.mtproxy.cutover.plugins.module_utils.bridge import Handover, clear_leftovers
-from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError, switch_service
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, SwitchError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import lock
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.switch import switch_service
+from ansible_collections.mtproxy.cutover.plugins.module_utils._handover.bridge import Handover, clear_leftovers
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import ALL_METHODS
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.base import STOP_MODES
+from ansible_collections.mtproxy.cutover.plugins.module_utils._state import DEFAULT_STATE_DIR, StateDir
 
 
-def bridge_for(module):
-    """The bridge handover of a systemd method, or None. It checks the host once a restart is due."""
-    params = module.params
-    if not params['handover_bridge']:
+def bridge_for(params, runtime):
+    """The bridge handover, or None. It checks the host once a restart is due."""
+    if params['handover'] != 'bridge':
         return None
+    if not runtime.supports_bridge:
+        raise SwitchError('%s %s' % (runtime.name, runtime.bridge_refusal), refused='bridge_unsupported', changed=False)
     # Its lifetime bounds the bridge unit even if this module run dies: the stop (with its SIGKILL), the
     # listen wait, the /stats proof and a margin; the drain, its start and stop are added to it.
-    return Handover(params['service'], params['state_dir'], params['bridge_drain'], params['bridge_ready_timeout'],
+    return Handover(runtime, params['bridge_drain'], params['bridge_ready_timeout'],
                     lifetime_s=2 * params['stop_timeout'] + params['listen_timeout'] + 65)
 
 
@@ -370,21 +393,22 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             service=dict(type='str', default='MTProxy'),
-            state_dir=dict(type='path', default='/var/lib/mtproxy-cutover'),
+            state_dir=dict(type='path', default=DEFAULT_STATE_DIR),
             target=dict(type='str', required=True, choices=['go', 'c']),
             binary=dict(type='path'),
-            method=dict(type='str', choices=['container', 'dropin', 'symlink']),
+            method=dict(type='str', choices=list(ALL_METHODS)),
             image=dict(type='str'),
             docker_socket=dict(type='path', default='/var/run/docker.sock'),
             listen_timeout=dict(type='float', default=15),
             stop_timeout=dict(type='float', default=30),
             force_restart=dict(type='bool', default=False),
             journal_lines=dict(type='int', default=0),
-            handover=dict(type='str', default='listeners_closed', choices=['listeners_closed', 'wait_exit']),
+            stop_mode=dict(type='str', default='listeners_closed', choices=list(STOP_MODES)),
             stats_check=dict(type='bool', default=True),
-            handover_bridge=dict(type='bool', default=False),
+            handover=dict(type='str', default='restart', choices=['restart', 'bridge']),
             bridge_drain=dict(type='float', default=10),
             bridge_ready_timeout=dict(type='float', default=15),
+            lock_run_id=dict(type='str'),
         ),
         required_if=[('target', 'go', ['binary', 'image'], True)],
         supports_check_mode=True,
@@ -392,32 +416,19 @@ def main():
     params = module.params
     if not 0 <= params['bridge_drain'] <= 3600 or not 0 < params['bridge_ready_timeout'] <= 600:
         module.fail_json(msg='bridge_drain must be 0..3600 and bridge_ready_timeout 0..600 seconds')
+    use_module(module)
     leftovers = []
     try:
+        lock.check(StateDir(params['state_dir'], params['service']), params['lock_run_id'], check_mode=module.check_mode)
         leftovers = clear_leftovers(params['service'], params['state_dir'], module.check_mode)
-        if params['method'] == 'container' or frozen_as_container(params['state_dir'], params['service']):
-            if params['handover_bridge']:
-                raise SwitchError('%s runs as a container: the bridge handover is for the systemd methods (dropin, '
-                                  'symlink); a container is switched by recreating it. Leave '
-                                  'mtproxy_cutover_handover at restart for container hosts' % params['service'],
-                                  refused='bridge_unsupported', changed=False)
-            result = switch_container(params['service'], params['state_dir'], params['target'],
-                                      params['image'] or params['binary'], params['docker_socket'], params['method'],
-                                      listen_timeout=params['listen_timeout'], stop_timeout=params['stop_timeout'],
-                                      check_mode=module.check_mode, force_restart=params['force_restart'],
-                                      journal_lines=params['journal_lines'], handover=params['handover'],
-                                      stats_check=params['stats_check'])
-        else:
-            bridge = bridge_for(module)
-            result = switch_service(params['service'], params['state_dir'], params['target'], params['binary'],
-                                    params['method'], params['listen_timeout'], params['stop_timeout'],
-                                    check_mode=module.check_mode, force_restart=params['force_restart'],
-                                    journal_lines=params['journal_lines'], handover=params['handover'],
-                                    stats_check=params['stats_check'], bridge=bridge)
-            if bridge is not None and module.check_mode and result['changed']:
-                # The switch would restart: a host that cannot run the bridge is refused in check mode too.
-                bridge.check()
-    except SwitchError as exc:
+        result = switch_service(params['service'], params['state_dir'], params['target'],
+                                params['image'] or params['binary'], params['method'], params['docker_socket'],
+                                bridge_factory=lambda runtime: bridge_for(params, runtime),
+                                listen_timeout=params['listen_timeout'], stop_timeout=params['stop_timeout'],
+                                check_mode=module.check_mode, force_restart=params['force_restart'],
+                                journal_lines=params['journal_lines'], stop_mode=params['stop_mode'],
+                                stats_check=params['stats_check'])
+    except CutoverError as exc:
         details = dict(exc.details)
         details['leftovers_removed'] = leftovers
         details.pop('diff', None)

@@ -27,8 +27,8 @@ import time
 
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, TemplateError
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import report as rep
-from ansible_collections.mtproxy.cutover.plugins.module_utils.credentials import redact_urls_in_text
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils import report as rep
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.credentials import redact_urls_in_text
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils.timeline import render_svg
 
 REPORT_FILES = ("report.json", "report.md", "timeline.svg")
@@ -228,8 +228,32 @@ def spawn_watcher(run_dir, controller):
 
 # --- the action plugin's work ----------------------------------------------------------------
 
-def _result(report, paths, note, run_dir, spans=None, watcher=None):
-    result = dict(changed=False, report=report, json_path=paths[0], markdown_path=paths[1], timeline_path=paths[2],
+# ansible-runner sets it for every ansible-playbook it starts (its event callback writes there), and so
+# for every job of automation controller / AWX, which run jobs through ansible-runner; nothing else does.
+# Its optional RUNNER_* variables and AWX's JOB_ID are not always set, or not only by them.
+RUNNER_ENV = "AWX_ISOLATED_DATA_DIR"
+
+
+def runner_warning(run_dir, environ=None, cwd=None):
+    """Why the reports of a run under ansible-runner would be lost, or None.
+
+    Such a job runs in its own copy of the project (its working directory) and discards it at its end:
+    a run directory inside it goes with it.
+    """
+    environ = os.environ if environ is None else environ
+    if not environ.get(RUNNER_ENV):
+        return None
+    cwd = os.path.abspath(cwd or os.getcwd())
+    if os.path.commonpath([cwd, os.path.abspath(run_dir)]) != cwd:
+        return None
+    return ("this run is under ansible-runner (automation controller, AWX) and writes its report to %s, inside the "
+            "job's project directory, which is discarded with the job: set mtproxy_cutover_artifacts_dir to a "
+            "directory that outlives the job (docs/variables.md); the summary is still exported with set_stats"
+            % run_dir)
+
+
+def _result(report, paths, note, run_dir, spans=None, watcher=None, changed=False):
+    result = dict(changed=changed, report=report, json_path=paths[0], markdown_path=paths[1], timeline_path=paths[2],
                   result=report.get("result") if report else None, note_path=note, run_dir=run_dir)
     if spans is not None:
         result["spans"] = spans
@@ -242,7 +266,7 @@ def apply(params, check_mode=False, controller=None):
     """Write what the task gives, then render the report again (not for a mark alone).
 
     params are the validated options of the mtproxy_report action plugin (see
-    module_utils/report.ARGUMENT_SPEC); a missing key counts as not given. In check mode nothing
+    plugin_utils/report.ARGUMENT_SPEC); a missing key counts as not given. In check mode nothing
     is written and the report is only built. ``controller`` ({pid, start}) is the ansible-playbook
     process; given with ``run``, a watcher marks the run incomplete if that process ends first.
     Returns the result of the task; raises ReportError with the message to fail the task with.
@@ -283,19 +307,27 @@ def apply(params, check_mode=False, controller=None):
                 rep.write_record(run_dir, params.get("host"), params.get("stage"), record)
             if params.get("mark"):
                 spans = rep.write_mark(run_dir, params.get("host"), params["mark"])
+            for host, info in sorted((params.get("proofs") or {}).items()):
+                record = rep.proof_record(info)
+                if record is not None:
+                    rep.write_record(run_dir, host, "proof", record)
     except (rep.ReportError, OSError, ValueError, TypeError) as exc:
         raise rep.ReportError("cannot write the report of %s: %s" % (run_dir, exc))
+    # Files of the run directory written (in check mode: that would be written) by this task.
+    changed = bool(starting or note is not None or params.get("record") is not None or params.get("mark")
+                   or params.get("proofs") or params.get("final") or params.get("result") == rep.FAILED)
     if not run.get("run_id"):
         if check_mode:
             # A dry run never wrote run.json: there is nothing to render.
-            return _result({}, (None, None, None), note, run_dir)
+            return _result({}, (None, None, None), note, run_dir, changed=changed)
         raise rep.ReportError("no run facts in %s: pass run= once when the run starts" % run_dir)
     paths = tuple(os.path.join(run_dir, name) for name in REPORT_FILES)
     only_mark = params.get("mark") and not (starting or params.get("record") is not None or note is not None
-                                            or params.get("final") or params.get("result") or params.get("reason"))
+                                            or params.get("final") or params.get("result") or params.get("reason")
+                                            or params.get("proofs"))
     if only_mark:
         # A mark is cheap: the next record (or the watcher) renders it.
-        return _result(None, paths, note, run_dir, spans=spans)
+        return _result(None, paths, note, run_dir, spans=spans, changed=changed)
     try:
         if params.get("final") or params.get("result") == rep.FAILED:
             run = rep.finish_run(run, params.get("finished_at") or rep.utc_now(), params.get("result"), params.get("reason"))
@@ -311,5 +343,8 @@ def apply(params, check_mode=False, controller=None):
     watcher = None
     if starting and not check_mode and controller:
         watcher = spawn_watcher(run_dir, controller)
-    # Records and reports are artifacts of the run, not managed state: writing them is not a change.
-    return _result(report, paths, note, run_dir, spans=spans, watcher=watcher)
+    result = _result(report, paths, note, run_dir, spans=spans, watcher=watcher, changed=changed)
+    warning = runner_warning(run_dir) if starting else None
+    if warning:
+        result["warnings"] = [warning]
+    return result

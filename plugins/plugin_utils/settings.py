@@ -1,13 +1,18 @@
 # -*- coding: utf-8 -*-
 # Copyright: mtproxy.cutover contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The checks of a host's ``mtproxy_cutover_*`` settings that an argument spec cannot make.
+"""A host's ``mtproxy_cutover_*`` settings, checked and resolved once (the preflight).
 
-The preflight validates the settings with ``ansible.builtin.validate_argument_spec`` against the
-``settings`` entry point of roles/preflight/meta/argument_specs.yml (types, choices). This adds:
-names that the spec does not know (a typo such as ``mtproxy_cutover_stop_afer`` would otherwise be
-ignored, and a preparation-only run would flip the fleet), thresholds judged by the judge's own
-validation (module_utils/judge.effective_thresholds), ranges, the waves of
+``resolve_settings`` turns the settings a host was given into one value per setting: the value
+given, else the default of the ``settings`` entry point of roles/preflight/meta/argument_specs.yml
+(validated and converted as ``validate_argument_spec`` does, with Ansible's ArgumentSpecValidator).
+The roles and playbooks read these resolved values (``preflight_settings``) and default nothing.
+``run_settings_problems`` checks that the settings that are one value for the whole run (the waves,
+the canary group, the Go binary, ...) agree on every host.
+
+``check_settings`` makes the checks an argument spec cannot make: names that the spec does not
+know (a typo such as ``mtproxy_cutover_stop_afer`` would otherwise be ignored, and a
+preparation-only run would flip the fleet), thresholds judged by the judge's own validation (module_utils/judge.effective_thresholds), ranges, the waves of
 ``mtproxy_cutover_serial`` (a play keyword: a bad value would otherwise stop the run only at the
 wave play, after the canaries were flipped), and that the hook task files exist on the controller.
 
@@ -25,7 +30,14 @@ import json
 import os
 import re
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import effective_thresholds
+import yaml
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import effective_thresholds
+
+COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPEC_FILE = os.path.join(COLLECTION_DIR, "roles", "preflight", "meta", "argument_specs.yml")
 
 PREFIXES = ("mtproxy_cutover_", "mtproxy_drill_")
 # Settings that are counts of seconds (or of anything) and must be at least this.
@@ -40,6 +52,9 @@ MINIMUM = {
     "mtproxy_cutover_prewarm_stop_timeout_s": 1,
     "mtproxy_cutover_progress_interval_s": 1,
     "mtproxy_cutover_keep_releases": 0,
+    "mtproxy_cutover_lock_lease_s": 60,
+    "mtproxy_cutover_dualrun_max_age_s": 60,
+    "mtproxy_drill_window_s": 1,
     "mtproxy_drill_envelope_factor": 1,
     "mtproxy_drill_envelope_slack_ms": 0,
 }
@@ -49,9 +64,19 @@ HOOKS = {
     "mtproxy_cutover_after_flip_tasks": "after_flip",
     "mtproxy_cutover_before_rollback_tasks": "before_rollback",
 }
-# Settings whose empty value means "not set" (the roles read them with default('')): when empty they
-# are left out of the spec the preflight validates against, so that its choices need no empty item.
+# Settings whose empty value means "not set": when empty they are left out of the validation, so that
+# their choices need no empty item; they resolve to None.
 EMPTY_IS_UNSET = ("mtproxy_cutover_stop_after",)
+# Paths on the controller: made absolute once, against the directory ansible-playbook was started in.
+CONTROLLER_PATHS = ("go_binary", "go_image_archive", "report_template", "artifacts_dir", "before_flip_tasks",
+                    "after_flip_tasks", "before_rollback_tasks", "dualrun_report")
+# Settings that are one value for the whole run, whichever host they are read from.
+RUN_LEVEL = ("go_binary", "go_binary_url", "go_binary_url_username", "go_binary_url_password",
+             "go_binary_url_headers", "go_sha256", "go_image", "go_image_id", "go_image_archive", "go_version",
+             "artifacts_dir", "run_id", "report_template", "serial", "canary_group", "stop_after", "rollback_scope",
+             "drill_host", "drill_window_s", "drill_envelope_factor", "drill_envelope_slack_ms", "dualrun_report",
+             "dualrun_gate", "dualrun_max_age_s")
+_SPEC_CACHE = {}
 SERIAL = "mtproxy_cutover_serial"
 SERIAL_ALLOWED = ('a positive number of hosts (5), a percentage of the fleet from 1%% to 100%% ("25%%"), '
                   'or a list of those, e.g. -e \'{"%s": [1, "25%%", "100%%"]}\'' % SERIAL)
@@ -172,3 +197,67 @@ def check_settings(variables, spec_options):
                           % (name, hook_files[hook], "is not a file" if os.path.exists(hook_files[hook])
                              else "does not exist", os.getcwd()))
     return {"settings": settings, "spec": spec, "unknown": unknown, "errors": errors, "hook_files": hook_files}
+
+
+def short_name(name):
+    """The key of a setting in the resolved settings: ``mtproxy_cutover_service`` -> ``service``,
+    ``mtproxy_drill_host`` -> ``drill_host``."""
+    for prefix in ("mtproxy_cutover_", "mtproxy_"):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def settings_spec(path=SPEC_FILE):
+    """The options of the ``settings`` entry point of the preflight role's argument spec (read once)."""
+    if path not in _SPEC_CACHE:
+        with open(path) as handle:
+            _SPEC_CACHE[path] = yaml.safe_load(handle)["argument_specs"]["settings"]["options"]
+    return _SPEC_CACHE[path]
+
+
+def resolve_settings(given, spec_options=None):
+    """{settings, problems} of one host: every setting resolved, and every mistake in one list.
+
+    ``given`` are the host's variables whose names start with ``mtproxy_cutover_`` or ``mtproxy_drill_``.
+    ``settings`` has one key per option of the spec (``short_name``): the given value converted to the
+    option's type, else the option's default (None for an option without one); paths on the
+    controller are absolute. ``problems`` are the unknown names (with the closest known name), the
+    validation errors (types, choices; no_log values removed) and the errors of ``check_settings``.
+    """
+    spec_options = settings_spec() if spec_options is None else spec_options
+    checked = check_settings(given, spec_options)
+    validation = ArgumentSpecValidator(checked["spec"]).validate(dict(checked["settings"]))
+    no_log = getattr(validation, "_no_log_values", set())
+    problems = (["unknown setting(s) " + ", ".join(checked["unknown"])] if checked["unknown"] else [])
+    problems += [remove_values(message, no_log) for message in validation.error_messages] + checked["errors"]
+    settings = dict((short_name(name), None) for name in spec_options)
+    for name, value in validation.validated_parameters.items():
+        if name in spec_options:
+            settings[short_name(name)] = value
+    for key in CONTROLLER_PATHS:
+        if isinstance(settings.get(key), str):
+            settings[key] = controller_path(settings[key])
+    return {"settings": settings, "problems": problems}
+
+
+def run_settings_problems(settings_by_host, spec_options=None):
+    """One text per run-level setting whose resolved value differs between the hosts of the run.
+
+    ``settings_by_host`` is {host: resolved settings}. Values of no_log settings are never shown.
+    """
+    spec_options = settings_spec() if spec_options is None else spec_options
+    secret = set(short_name(name) for name, option in spec_options.items() if option.get("no_log"))
+    names = dict((short_name(name), name) for name in spec_options)
+    problems = []
+    for key in RUN_LEVEL:
+        values = {}
+        for host in sorted(settings_by_host):
+            values.setdefault(json.dumps((settings_by_host[host] or {}).get(key), sort_keys=True, default=str),
+                              []).append(host)
+        if len(values) > 1:
+            shown = "; ".join("%s: %s" % (", ".join(hosts), "(hidden)" if key in secret else value)
+                              for value, hosts in sorted(values.items(), key=lambda item: item[1]))
+            problems.append("%s differs between the hosts of the run (%s): it is one value for the whole run; "
+                            "set it once, in group_vars/all or with -e" % (names.get(key, key), shown))
+    return problems

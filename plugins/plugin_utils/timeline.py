@@ -4,7 +4,7 @@
 """The timeline picture of a run: one row per host, one bar per step, on a UTC time axis.
 
 Built only from the timestamps the run recorded (``report['timeline']``, see
-module_utils/report.py): freeze, stage, pre-warm, flip window, observation window, rollback.
+plugin_utils/report.py): freeze, stage, pre-warm, flip window, observation window, rollback.
 A step that started but never ended is drawn up to the end of the picture with a dashed outline.
 Plain SVG text, no dependency; a browser or any Markdown viewer shows it.
 """
@@ -15,7 +15,7 @@ __metaclass__ = type
 
 from xml.sax.saxutils import escape, quoteattr
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.report import SPAN_STEPS, parse_time
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.report import SPAN_STEPS, parse_time
 
 COLORS = {
     "freeze": "#6c8ebf",
@@ -37,7 +37,7 @@ LABELS = {
 }
 RESULT_COLORS = {
     "on_go": "#2e7d32", "rolled_back": "#c0392b", "on_c": "#455a64", "failed": "#b71c1c",
-    "unreachable": "#6a1b9a", "unknown": "#6a1b9a",
+    "unreachable": "#6a1b9a", "unknown": "#6a1b9a", "locked": "#ef6c00",
 }
 RUN_COLORS = {"success": "#2e7d32", "failed": "#b71c1c", "running": "#1565c0", "incomplete": "#6a1b9a"}
 TICKS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -63,7 +63,7 @@ def _fmt_clock(moment, step):
 
 
 def render_svg(report):
-    """SVG text of the run's timeline (``report`` as module_utils/report.build_report returns it)."""
+    """SVG text of the run's timeline (``report`` as plugin_utils/report.build_report returns it)."""
     timeline = report.get("timeline") or {}
     rows = timeline.get("rows") or []
     start, end = parse_time(timeline.get("start")), parse_time(timeline.get("end"))

@@ -27,9 +27,9 @@ PROBER = os.path.join(HERE, "prober.py")
 COLLECTIONS = os.environ.get("MTPROXY_TEST_COLLECTIONS_PATH", os.path.join(REPO, ".venv", "collections"))
 sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import freeze as fz  # noqa: E402
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_switch import switch_container  # noqa: E402
-from ansible_collections.mtproxy.cutover.plugins.module_utils.docker_api import Docker  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import freeze as fz  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.switch import switch_service  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.docker_api import Docker  # noqa: E402
 
 
 def fleet(*args):
@@ -85,7 +85,7 @@ def main():
         for _round in range(repeats):
             for target, label in (("go", "collection C->Go"), ("c", "collection Go->C")):
                 probe = Prober(pod_pid(docker, ours))
-                result = switch_container(ours, state_dir, target, go_image if target == "go" else None)
+                result = switch_service(ours, state_dir, target, go_image if target == "go" else None)
                 rows[label].append(dict(probe.finish(), unavailable_ms=result["timings"]["unavailable_ms"]))
             for image, label in ((go_image, "by hand C->Go"), (c_image, "by hand Go->C")):
                 probe = Prober(pod_pid(docker, theirs))

@@ -30,8 +30,8 @@ def bodies(flavor):
 
 def measure(flavor, rounds=200):
     _collection_on_path()
-    from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import judge_window, sample_from_body
-    from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import parse_stats
+    from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import judge_window, sample_from_body
+    from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.stats import parse_stats
 
     pair = bodies(flavor)
     window = [pair[i % 2] for i in range(WINDOW)]

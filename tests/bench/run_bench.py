@@ -8,12 +8,16 @@ MTPROXY_GO_BINARY are set), then:
      next to floor.py (the same binaries stopped and started by hand) — BENCH_REPEATS rounds; in the
      same rounds the bridge handover (mtproxy_cutover_handover=bridge): 2 flips and 2 rollbacks a
      round, one of each with 20 held clients, under the same prober;
-  2. fleet scale: wall time of cutover.yml on each size of BENCH_SIZES with short fixed windows;
+  2. fleet scale (fleet_scale.py): cutover.yml, rollback.yml and their Ansible floors on each size
+     of BENCH_SIZES with short fixed windows: wall time, controller CPU per host (a cgroup of their
+     own), task executions and connection round trips per host (callback_plugins/bench_counts.py);
   3. judge cost (judge_cost.py).
 Prints a table and writes artifacts/bench/results.json. The fleet is removed on exit.
 
 Environment: BENCH_SIZES=1,5,10,20 BENCH_REPEATS=7 BENCH_WAIT_EXIT_REPEATS=2 BENCH_PREFIX=bench
 BENCH_FORKS=25 BENCH_SKIP=flip,bridge,fleet,judge (any of them) BENCH_KEEP=1 (leave the hosts),
+BENCH_FLEET_REPEATS=2 (runs at the largest size), BENCH_VARIANTS=untuned (other Ansible settings at the
+largest size: untuned, forks5, no_pipelining, free; BENCH_UNTUNED=0 drops the default one),
 BENCH_CLIENT_RATE=4 (test-client connections/s on every host; the fleet runs judge their windows
 with the SLO's minimum counts lowered to match), MOLECULE_HOST_IMAGE (else
 tests/hosts/build-image.sh is run).
@@ -36,8 +40,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 # Imported for its side effect: the checkout becomes importable as ansible_collections.mtproxy.cutover.
 import conftest  # noqa: E402,F401 pylint: disable=unused-import
+import fleet_scale  # noqa: E402
 import judge_cost  # noqa: E402
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import client_probe_hosts, parse_argv  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import client_probe_hosts, parse_argv  # noqa: E402
 
 OUT_DIR = os.path.join(REPO, 'artifacts', 'bench')
 MANIFEST = '/var/lib/mtproxy-cutover/MTProxy/manifest.json'
@@ -85,6 +90,34 @@ class Bench:
         self.env.setdefault('ANSIBLE_COLLECTIONS_PATH', os.path.join(REPO, '.venv', 'collections'))
         self.env.update(ANSIBLE_PIPELINING='1', ANSIBLE_FORKS=str(self.forks), ANSIBLE_HOST_KEY_CHECKING='0',
                         ANSIBLE_STDOUT_CALLBACK='ansible.builtin.default', ANSIBLE_NOCOLOR='1')
+        self.collection = self.measured_collection()
+
+    def measured_collection(self):
+        """The checkout whose playbooks and collection are measured: BENCH_COLLECTION, else this one.
+
+        Another checkout (e.g. `git archive` of an earlier main, to measure "before" with this bench)
+        becomes mtproxy.cutover in a collections directory of the bench's own, beside the other
+        collections of ANSIBLE_COLLECTIONS_PATH.
+        """
+        path = os.path.abspath(os.environ.get('BENCH_COLLECTION') or REPO)
+        if path == REPO:
+            return path
+        if not os.path.isfile(os.path.join(path, 'galaxy.yml')):
+            raise RuntimeError('BENCH_COLLECTION=%s is not a checkout of the collection (no galaxy.yml)' % path)
+        root = os.path.join(self.workdir, 'collections', 'ansible_collections')
+        os.makedirs(os.path.join(root, 'mtproxy'), exist_ok=True)
+        links = {os.path.join(root, 'mtproxy', 'cutover'): path}
+        for source in self.env['ANSIBLE_COLLECTIONS_PATH'].split(os.pathsep):
+            namespaces = os.path.join(source, 'ansible_collections')
+            for namespace in sorted(os.listdir(namespaces)) if os.path.isdir(namespaces) else []:
+                if namespace != 'mtproxy':
+                    links.setdefault(os.path.join(root, namespace), os.path.join(namespaces, namespace))
+        for link, target in links.items():
+            if os.path.islink(link):
+                os.unlink(link)
+            os.symlink(target, link)
+        self.env['ANSIBLE_COLLECTIONS_PATH'] = os.path.dirname(root)
+        return path
 
     # ---- plumbing
     def sh(self, argv, timeout=900, check=True, env=None, quiet=True):
@@ -218,7 +251,7 @@ class Bench:
         for name in ('prober.py', 'floor.py'):
             self.sh(['docker', 'cp', os.path.join(HERE, name), '%s:%s/%s' % (host, HOST_DIR, name)])
         log('flip: freeze and stage on %s' % host)
-        self.playbook(inventory, os.path.join(REPO, 'playbooks', 'cutover.yml'),
+        self.playbook(inventory, os.path.join(self.collection, 'playbooks', 'cutover.yml'),
                       '-e', '@%s/go-binary-vars.yml' % self.stage_dir, '-e', 'mtproxy_cutover_stop_after=stage',
                       '-e', 'mtproxy_cutover_artifacts_dir=%s/runs' % self.workdir,
                       '-e', 'mtproxy_cutover_baseline_window_s=2', '-e', 'mtproxy_cutover_sample_interval_s=1',
@@ -301,68 +334,23 @@ class Bench:
         result['refused_per_switch'] = {k: [r['refused'] for r in runs[k]] for k in runs if runs[k]}
         return result
 
-    # ---- fleet scale
+    # ---- fleet scale (fleet_scale.py)
+    def host_names(self, count):
+        return ['%s-h%d' % (self.prefix, i) for i in range(1, count + 1)]
+
     def reset_hosts(self, count):
-        names = ['%s-h%d' % (self.prefix, i) for i in range(1, count + 1)]
+        names = self.host_names(count)
         procs = [subprocess.Popen(['docker', 'exec', n, 'rm', '-rf', '/var/lib/mtproxy-cutover', '/opt/MTProxy/releases'])
                  for n in names]
         for proc in procs:
             proc.wait(timeout=120)
-
-    def waves_of(self, run_dir):
-        with open(os.path.join(run_dir, 'report.json')) as handle:
-            report = json.load(handle)
-        waves = set()
-        canaries = 0
-        for entry in report.get('hosts', {}).values():
-            if entry.get('role') == 'canary':
-                canaries += 1
-            elif entry.get('role') == 'wave':
-                waves.add(int(entry.get('wave') or 0))
-        return canaries, len(waves)
-
-    def fleet_run(self, size, label, env):
-        inventory = self.inventory(size)
-        self.reset_hosts(size)
-        run_id = 'fleet-%s-%d-%d' % (label, size, int(time.time()))
-        runs = os.path.join(self.workdir, 'runs')
-        windows = ['-e', 'mtproxy_cutover_canary_window_s=%d' % WINDOWS['canary'],
-                   '-e', 'mtproxy_cutover_wave_window_s=%d' % WINDOWS['wave'],
-                   '-e', 'mtproxy_cutover_baseline_window_s=%d' % WINDOWS['baseline'],
-                   '-e', 'mtproxy_cutover_prewarm_window_s=%d' % WINDOWS['prewarm'],
-                   '-e', 'mtproxy_cutover_sample_interval_s=%d' % WINDOWS['interval'],
-                   '-e', json.dumps({'mtproxy_cutover_thresholds': BENCH_THRESHOLDS})]
-        log('fleet: cutover.yml on %d hosts (%s)' % (size, label))
-        total, _proc = self.playbook(inventory, os.path.join(REPO, 'playbooks', 'cutover.yml'),
-                                     '-e', '@%s/go-binary-vars.yml' % self.stage_dir,
-                                     '-e', 'mtproxy_cutover_artifacts_dir=%s' % runs,
-                                     '-e', 'mtproxy_cutover_run_id=%s' % run_id, *windows, env=env)
-        canaries, waves = self.waves_of(os.path.join(runs, run_id))
-        window_sum = WINDOWS['baseline'] + WINDOWS['prewarm'] + canaries * WINDOWS['canary'] + waves * WINDOWS['wave']
-        rb_total, _proc = self.playbook(inventory, os.path.join(REPO, 'playbooks', 'rollback.yml'),
-                                        '-e', 'mtproxy_cutover_artifacts_dir=%s' % runs,
-                                        '-e', 'mtproxy_cutover_run_id=%s-rollback' % run_id, env=env)
-        entry = {'total_s': round(total, 1), 'windows_s': window_sum, 'overhead_s': round(total - window_sum, 1),
-                 'canaries': canaries, 'waves': waves, 'rollback_total_s': round(rb_total, 1)}
-        entry['overhead_per_wave_s'] = round(entry['overhead_s'] / max(1, canaries + waves), 1)
-        log('fleet: %d hosts %s: %s' % (size, label, entry))
-        return entry
-
-    def fleet_bench(self):
-        fleet = {}
-        for size in self.sizes:
-            fleet[str(size)] = self.fleet_run(size, 'tuned', self.env)
-        untuned = None
-        if os.environ.get('BENCH_UNTUNED', '1') == '1':
-            env = dict(self.env, ANSIBLE_PIPELINING='0', ANSIBLE_FORKS='5')
-            untuned = {str(max(self.sizes)): self.fleet_run(max(self.sizes), 'untuned', env)}
-        return fleet, untuned
 
     # ---- all
     def run(self):
         os.makedirs(self.workdir, exist_ok=True)
         results = {'started_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
                    'machine': machine(), 'binaries': binaries(), 'repeats': self.repeats,
+                   'collection': collection_source(self.collection),
                    'settings': {'ANSIBLE_PIPELINING': 1, 'ANSIBLE_FORKS': self.forks, 'windows_s': WINDOWS,
                                 'client_rate': self.client_rate, 'thresholds': BENCH_THRESHOLDS}}
         if 'judge' not in self.skip:
@@ -373,12 +361,15 @@ class Bench:
             if 'flip' not in self.skip:
                 results.update(self.flip_bench())
             if 'fleet' not in self.skip:
-                results['fleet'], results['fleet_untuned'] = self.fleet_bench()
+                results['fleet'] = fleet_scale.FleetScale(self, WINDOWS, BENCH_THRESHOLDS, log).run(self.sizes, self.env)
         results['elapsed_s'] = round(time.monotonic() - STARTED, 1)
         with open(os.path.join(self.workdir, 'results.json'), 'w') as handle:
             json.dump(results, handle, indent=2, sort_keys=True)
             handle.write('\n')
         print(table(results))
+        if results.get('fleet'):
+            print()
+            print(fleet_scale.table(results['fleet']))
         print('results: %s' % os.path.relpath(os.path.join(self.workdir, 'results.json'), REPO))
 
 
@@ -419,6 +410,17 @@ def machine():
     return info
 
 
+def collection_source(path):
+    """Which code was measured: the commit of a git checkout (+ 'dirty'), else the directory's name."""
+    proc = subprocess.run(['git', '-C', path, 'status', '--porcelain', '--untracked-files=no'], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        return {'path': os.path.basename(path)}
+    commit = subprocess.run(['git', '-C', path, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {'path': os.path.basename(path), 'commit': commit, 'dirty': bool(proc.stdout.strip())}
+
+
 def binaries():
     return {'c': 'real (%s)' % os.path.basename(os.environ['MTPROXY_C_BINARY']) if os.environ.get('MTPROXY_C_BINARY')
             else 'stand-in', 'go': 'real (%s)' % os.path.basename(os.environ['MTPROXY_GO_BINARY'])
@@ -453,13 +455,6 @@ def table(r):
                          '%s / %s' % (b['served_median'], b['dropped_median']), ''))
             rows.append(('  redirect in place / drain (median)',
                          '%s ms / %s ms' % (b['diverted_ms_median'], b['drain_ms_median']), ''))
-    for size, entry in sorted((r.get('fleet') or {}).items(), key=lambda kv: int(kv[0])):
-        rows.append(('cutover.yml %s hosts total / overhead' % size,
-                     '%s s / %s s' % (entry['total_s'], entry['overhead_s']),
-                     '<= 60 s' if int(size) == 20 else ''))
-    for size, entry in (r.get('fleet_untuned') or {}).items():
-        rows.append(('  untuned (forks 5, no pipelining) %s hosts' % size,
-                     '%s s / %s s' % (entry['total_s'], entry['overhead_s']), ''))
     add('judge per body, C', 'judge_us_c', '', ' us')
     add('judge per body, Go', 'judge_us_go', '', ' us')
     width = [max(len(str(row[i])) for row in rows) for i in range(3)]

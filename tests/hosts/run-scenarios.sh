@@ -8,7 +8,10 @@
 # Each scenario logs to $MOLECULE_LOG_DIR/<scenario>.log (default tests/output/molecule/).
 # Environment: MTPROXY_VENV (default <repo>/.venv), ANSIBLE_COLLECTIONS_PATH (default
 # <venv>/collections), MOLECULE_HOST_IMAGE (default: built/cached by build-image.sh),
-# MOLECULE_SCENARIO_TIMEOUT seconds per scenario (default 1800).
+# MOLECULE_TRIXIE_IMAGE (the Debian 13 image of the scenarios that name it; default: build-image.sh trixie),
+# MOLECULE_SCENARIO_TIMEOUT seconds per scenario (default 1800). Real builds instead of the stand-in:
+# MTPROXY_C_BINARY, MTPROXY_GO_BINARY, and MTPROXY_GO_INCOMPATIBLE_BINARY (incompatible_binary's Go
+# build that rejects the C flags; without it that scenario stages the stand-in's flavour of one).
 # Containers of every scenario started here are removed at the end, also on failure or Ctrl-C.
 set -euo pipefail
 
@@ -18,7 +21,7 @@ jobs=4
 while getopts 'j:h' opt; do
   case $opt in
     j) jobs=$OPTARG ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) sed -n '2,14p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -52,10 +55,17 @@ else
 fi
 for name in "${scenarios[@]}"; do
   [[ -f $repo/extensions/molecule/$name/molecule.yml ]] || { echo "no scenario: $name" >&2; exit 2; }
+  # A scenario on Debian 13 hosts names the trixie image.
+  if [[ -z ${MOLECULE_TRIXIE_IMAGE:-} ]] && grep -q MOLECULE_TRIXIE_IMAGE "$repo/extensions/molecule/$name/molecule.yml"; then
+    MOLECULE_TRIXIE_IMAGE=$("$here/build-image.sh" trixie)
+    export MOLECULE_TRIXIE_IMAGE
+  fi
 done
 
 # With real binaries, a scenario whose fault only the stand-in can produce says so in a file
-# `standin-only` (the reason) and is skipped.
+# `standin-only` (the reason) and is skipped. None has one: the fault scenarios take their faults
+# from the environment (tests/hosts/prepare_proxy_host.yml, mtproxy_test_faults), which works on
+# any build; a new scenario adds the file only when no such fault can stand in for its knob.
 if [[ -n ${MTPROXY_C_BINARY:-}${MTPROXY_GO_BINARY:-} ]]; then
   kept=()
   for name in "${scenarios[@]}"; do
@@ -74,9 +84,9 @@ result_dir=$(mktemp -d)
 
 # Instances are named <scenario>-hN by convention; molecule labels them owner=molecule.
 remove_containers() {
-  local name=$1 ids
-  ids=$(docker ps -aq --filter label=owner=molecule --filter "name=^${name}-h[0-9]+$" 2>/dev/null || true)
-  [[ -z $ids ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
+  local name=$1 ids=()
+  mapfile -t ids < <(docker ps -aq --filter label=owner=molecule --filter "name=^${name}-h[0-9]+$" 2>/dev/null || true)
+  ((${#ids[@]} == 0)) || docker rm -f -v "${ids[@]}" >/dev/null 2>&1 || true
   # A container scenario's fleet also has pods and volumes (tests/hosts/container_fleet.py).
   "$venv/bin/python" "$repo/tests/hosts/container_fleet.py" down --prefix "$name" >/dev/null 2>&1 || true
 }

@@ -1,7 +1,8 @@
 """A booted systemd test host (a --network none container) and ansible-core module runs against it.
 
 Shared by the module tests that need a real systemd: boot_host() starts one container of the
-test-host image (tests/hosts/build-image.sh, or $MOLECULE_HOST_IMAGE) and removes it afterwards;
+test-host image ($MOLECULE_HOST_IMAGE: Debian 12 or 13, tests/hosts/build-image.sh; built when
+unset) and removes it afterwards;
 install_standin() puts the stand-in proxy, with the mtproxy_wire module it imports, at binary paths;
 ModuleHost runs one collection module on it through community.docker.docker and returns the result.
 Every wait is bounded.
@@ -11,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 
@@ -19,7 +21,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STANDIN_DIR = os.path.join(REPO, 'tests', 'standin')
 BUILD_IMAGE = os.path.join(REPO, 'tests', 'hosts', 'build-image.sh')
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+# ansible-playbook of the ansible-core that runs these tests (make integration-cores runs them with
+# the oldest and the newest supported core, each from its own venv).
+VENV_BIN = os.path.dirname(sys.executable)
 BOOT_WAIT = ('for i in $(seq 1 100); do systemctl is-system-running 2>/dev/null | grep -qE "running|degraded"'
              ' && exit 0; sleep 0.2; done; exit 1')
 

@@ -1,4 +1,4 @@
-"""mtproxy_switch with handover_bridge on a systemd container with CAP_NET_ADMIN and nftables/iptables.
+"""mtproxy_switch with handover=bridge on a systemd container with CAP_NET_ADMIN and nftables/iptables.
 
 The host is set up as in test_module_switch_prewarm.py (stand-in C and Go, vendor unit, manifest). A
 prober (tests/bench/prober.py, 1 ms, bounded) connects to 127.0.0.1:443 during each switch: with the
@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from ansible_collections.mtproxy.cutover.plugins.module_utils import bridge as bridgelib
+from ansible_collections.mtproxy.cutover.plugins.module_utils._handover import bridge as bridgelib
 from systemd_host import ModuleHost, boot_host, cmdline, main_pid, put, sh
 from test_module_switch_prewarm import C_ARGV, C_BIN, DROPIN, GO_BIN, SECRET, _install, _standin_missing
 
@@ -69,7 +69,7 @@ def nothing_left(host):
 
 
 def switch(host, target, **extra):
-    args = {'target': target, 'handover_bridge': True, 'bridge_drain': 5}
+    args = {'target': target, 'handover': 'bridge', 'bridge_drain': 5}
     if target == 'go':
         args['binary'] = GO_BIN
     args.update(extra)
@@ -161,7 +161,7 @@ def test_a_host_without_nft_and_iptables_is_refused_before_anything_changes(host
     sh(host.name, 'mv /usr/sbin/nft /usr/sbin/nft.hidden && mv /usr/sbin/iptables /usr/sbin/iptables.hidden')
     try:
         pid = main_pid(host.name)
-        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'handover_bridge': True})
+        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'handover': 'bridge'})
     finally:
         sh(host.name, 'mv /usr/sbin/nft.hidden /usr/sbin/nft && mv /usr/sbin/iptables.hidden /usr/sbin/iptables')
     assert result.get('failed') is True and result['refused'] == 'bridge_unsupported'
@@ -172,7 +172,7 @@ def test_a_host_without_nft_and_iptables_is_refused_before_anything_changes(host
 
 def test_a_host_without_cap_net_admin_is_refused_also_in_check_mode(host):
     for check in (True, False):
-        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'handover_bridge': True},
+        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'handover': 'bridge'},
                              check=check, interpreter=NOCAP_PYTHON)
         assert result.get('failed') is True and result['refused'] == 'bridge_unsupported', result.get('msg')
         assert 'without CAP_NET_ADMIN' in result['msg'] and 'Nothing on the host was changed' in result['msg']
@@ -184,7 +184,7 @@ def test_a_bridge_that_does_not_start_changes_nothing(host):
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
     try:
         pid = main_pid(host.name)
-        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'handover_bridge': True,
+        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'handover': 'bridge',
                                                 'bridge_ready_timeout': 5})
     finally:
         sh(host.name, 'rm -f /etc/mtproxy-standin/faults.json')

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -94,7 +95,8 @@ def _collections_path():
 
 
 def _ansible_bin():
-    local = os.path.join(REPO_ROOT, ".venv", "bin", "ansible")
+    # The ansible-core that runs these tests (make integration-cores: the oldest and the newest).
+    local = os.path.join(os.path.dirname(sys.executable), "ansible")
     return local if os.path.exists(local) else shutil.which("ansible")
 
 
@@ -260,7 +262,7 @@ def test_config_edit_is_drift_then_refreeze(host):
     host.sh("echo '# edited' >> /opt/MTProxy/proxy-multi.conf")
     out, result = host.freeze(service="MTProxy")
     assert result.get("failed")
-    assert "files[config] (/opt/MTProxy/proxy-multi.conf)" in result["msg"]
+    assert "files[config] (/opt/MTProxy/proxy-multi.conf: content changed, same path)" in result["msg"]
     assert [d["field"] for d in result["drift"]] == ["files[config]"]
     assert_no_secret(out)
 
@@ -292,7 +294,7 @@ def test_flipped_host_is_recognised(host):
             " && install -m 0644 /opt/MTProxy/.standin/mtproxy_wire.py $(dirname %s)/" % (go, go, go))
     dropin = "[Service]\nExecStart=\nExecStart=%s\n" % EXEC_START.replace("/opt/MTProxy/mtproto-proxy", go, 1)
     host.put("/etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf", dropin)
-    host.put(STATE_DIR + "/MTProxy/state.json", json.dumps({"current": "go", "binary": go}), "0600")
+    host.put(STATE_DIR + "/MTProxy/state.json", json.dumps({"schema": 1, "current": "go", "binary": go}), "0600")
     host.restart_proxy()
     try:
         out, result = host.freeze(service="MTProxy", baseline_samples=3, baseline_interval=0.2)

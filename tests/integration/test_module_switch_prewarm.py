@@ -6,9 +6,13 @@ manifest written by the test. Tests run in file order against one container.
 """
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.report_files import process_start
 from systemd_host import ModuleHost, boot_host, cmdline, install_standin, main_pid, put, sh, wait_port
 
 pytestmark = pytest.mark.slow
@@ -140,6 +144,48 @@ def test_rollback_to_c(host):
     assert state['current'] == 'c' and [h['to'] for h in state['history']] == ['go', 'c']
     again = host.module('mtproxy_switch', {'target': 'c'})
     assert again['changed'] is False
+
+
+def test_a_run_that_does_not_hold_the_lock_changes_nothing(host):
+    # The host is on C. Run A holds the lock from a live ansible-playbook of this controller (this test's
+    # process stands for it: each module run below is an ansible-playbook of its own, gone when it ends).
+    held = host.module('mtproxy_lock', {'run_id': 'run-a', 'playbook': 'cutover'})
+    assert not held.get('failed'), held.get('msg')
+    assert held['acquired'] and held['holder']['run_id'] == 'run-a' and held['holder']['controller'] == socket.gethostname()
+    live = dict(held['holder'], pid=os.getpid(), pid_start=process_start(os.getpid()))
+    put(host.name, json.dumps(live), '%s/MTProxy/run.lock' % STATE_DIR, 0o600)
+    # Run B can neither take it nor switch the host, not even in check mode.
+    other = host.module('mtproxy_lock', {'run_id': 'run-b', 'playbook': 'rollback'})
+    assert other.get('failed') and other['refused'] == 'locked' and other['locked_by']['run_id'] == 'run-a'
+    assert 'locked by run run-a (cutover from' in other['msg']
+    before = cmdline(host.name, main_pid(host.name))
+    for check in (False, True):
+        refused = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'lock_run_id': 'run-b'}, check=check)
+        assert refused.get('failed') and refused['refused'] == 'locked', refused.get('msg')
+    assert cmdline(host.name, main_pid(host.name)) == before == C_ARGV
+    assert sh(host.name, 'test -e %s && echo present || echo absent' % DROPIN).strip() == 'absent'
+    # Run B takes it over (the emergency rollback); run A's next change is refused, naming B.
+    taken = host.module('mtproxy_lock', {'run_id': 'run-b', 'playbook': 'rollback', 'takeover': True})
+    assert taken['acquired'] and taken['taken_over_from']['run_id'] == 'run-a'
+    late = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'lock_run_id': 'run-a'})
+    assert late.get('failed') and late['refused'] == 'locked' and late['locked_by']['run_id'] == 'run-b'
+    assert cmdline(host.name, main_pid(host.name)) == C_ARGV
+    released = host.module('mtproxy_lock', {'run_id': 'run-b', 'state': 'released'})
+    assert released['released'] is True
+
+
+def test_a_lock_left_by_a_controller_process_that_is_gone_is_broken(host):
+    ended = subprocess.Popen([sys.executable, '-c', 'pass'])
+    ended.wait()
+    stale = {'run_id': 'run-killed', 'playbook': 'cutover', 'controller': socket.gethostname(), 'user': 'ops',
+             'pid': ended.pid, 'pid_start': 1, 'taken_at': '2026-01-01T00:00:00Z',
+             'lease_until': time.time() + 3600, 'lease_until_at': 'later'}
+    put(host.name, json.dumps(stale), '%s/MTProxy/run.lock' % STATE_DIR, 0o600)
+    got = host.module('mtproxy_lock', {'run_id': 'run-next', 'playbook': 'cutover'})
+    assert not got.get('failed'), got.get('msg')
+    assert got['acquired'] and 'controller process (pid %d on %s) is gone' % (ended.pid, socket.gethostname()) \
+        in got['broken']
+    assert host.module('mtproxy_lock', {'run_id': 'run-next', 'state': 'released'})['released'] is True
 
 
 def test_rollback_from_a_failed_go_start(host):

@@ -14,11 +14,13 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   ``-p8888``, ``--`` ends options; the C flavour also accepts unique long-option prefixes).
   Unknown option / missing argument / bad ``-S`` -> exit 2 with the flavour's messages (C: getopt
   text + "Unrecognized option" log line on stderr, usage on stdout; Go: "Can not parse options: ..."
-  + usage on stderr). No config positional -> exit 2. Missing/broken config -> exit 1.
+  + usage on stderr). No config positional -> exit 2. Missing/broken config -> exit 1; a config
+  path that is a directory: C exit 2 (code -2), Go exit 1.
   Missing ``--aes-pwd`` file: C exits 1, Go runs anyway. ``-d`` is accepted and ignored.
 * Sockets: ``-H`` ports on ``--address`` or 0.0.0.0 (Go: [::] dual stack when available), stats on
-  127.0.0.1:<-p>, SO_REUSEADDR only (never SO_REUSEPORT). Client port busy -> exit 1. Stats port
-  busy: C exits 1, Go logs and runs on without a stats server.
+  127.0.0.1:<-p>, SO_REUSEADDR only (never SO_REUSEPORT). Client port busy: C exits 1, the Go process
+  serving it exits 2 (with -M its supervisor then exits 1). Stats port busy: C exits 1, Go logs and
+  runs on without a stats server.
 * Client connections: the first 64 bytes are an obfuscated2 header, checked as the real binaries
   check it (tests/standin/mtproxy_wire.py): decrypted with AES-256-CTR keyed by SHA-256(header
   bytes 8..40 + secret) for each -S / --mtproto-secret-file secret in turn, it must carry a
@@ -46,18 +48,24 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   client's ext_conn_id: tot_forwarded_queries +1; with no ready target, dropped_queries +1.
   RPC_PROXY_ANS for an open client: tot_forwarded_responses +1 and the data goes to the
   client, else dropped_responses +1 and RPC_CLOSE_CONN; a closing client sends RPC_CLOSE_CONN.
-  Go: dials on demand (outbound_dials, outbound_pool_misses; reuse: outbound_pool_hits) and
-  exchanges one length-prefixed frame per packet, waiting 250 ms for the reply frame. Packet:
+  Go: one pooled connection per target address, dialed on demand (outbound_dials; the first use of
+  an address is an outbound_pool_miss, every later one an outbound_pool_hit, and a hit whose
+  connection was closed dials again: outbound_reconnects), and one length-prefixed frame per
+  packet, waiting 250 ms for the reply frame. Packet:
   dataplane_packets_total/handshake, forward_total, ingress_frames_received +1, then either
   sent: forward_successful, outbound_sends, ingress_frames_handled +1, outbound_bytes_sent
   +4+packet, and with a reply outbound_responses, ingress_frames_returned +1 (silence or a clean
   close count as success without a reply, as measured); or dial failed: forward_successful,
   outbound_dial_errors, dataplane_packets_outbound_errors, dataplane_packets_dropped,
-  ingress_frames_failed +1 and the target is marked unhealthy until the process restarts (a
-  SIGHUP reload keeps the mark, as measured); or no unmarked target: forward_failed, dataplane_packets_route_errors,
-  dataplane_packets_dropped, ingress_frames_failed +1 and forward_last_error "no healthy targets
-  available for cluster N". targets_unhealthy = marked targets, targets_healthy = router_targets
-  - that (all healthy until a dial fails, as measured).
+  ingress_frames_failed +1; or the reply read failed (the backend reset the connection):
+  forward_successful, outbound_sends, outbound_response_errors, outbound_closed_after_send,
+  dataplane_packets_outbound_errors, dataplane_packets_dropped, ingress_frames_failed +1. A failed
+  dial, send or reply marks that (cluster, target) unhealthy until the process restarts (a SIGHUP
+  reload keeps the mark; the other cluster on the same address stays healthy until it fails
+  itself, as measured); a packet with no unmarked target in its cluster: forward_failed,
+  dataplane_packets_route_errors, dataplane_packets_dropped, ingress_frames_failed +1 and
+  forward_last_error "no healthy targets available for cluster N". targets_unhealthy = marked
+  (cluster, target) entries, targets_healthy = router_targets - that (all healthy until one fails).
   With every backend down this gives the captured pattern (100 packets: 1 dial error, 99 failed).
 * /stats: the real key sets, order, section markers and multi-value lines (C 201 lines with one
   secret, Go 66, Go 61 while has_current_config is 0). C answers only ``GET /stats`` (no query)
@@ -77,7 +85,11 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   end, the master serves; on SIGTERM the master signals them and exits only once they are gone,
   as the real one does); Go runs a supervisor that starts N workers (same argv, env MTPROXY_GO_SUPERVISED_WORKER=1,
   MTPROXY_GO_WORKER_ID, MTPROXY_GO_SUPERVISOR_PID); worker 0 serves stats and clients.
-* -u USER: the C flavour drops to USER when started as root (Go ignores -u, like the real one).
+* -u USER: the C flavour drops to USER when started as root, after it has read the config, secret
+  and aes-pwd files: uid and gid of USER, groups [USER's gid], no capability left (as the real C's
+  change_user_group). Go ignores -u and stays root, like the real one. Started by a non-root user,
+  C keeps that user (no change). The real C started as root without -u switches to the user
+  "mtproxy" (exit 1 when there is none); the stand-in keeps root there.
 
 * /proc/PID/cmdline: rewritten at the very start (before forking workers) to the binary's argv,
   ``<path as exec'd> args...``, without the interpreter word that the ``#!`` line adds, followed
@@ -93,6 +105,11 @@ assertion backtrace.
 
 Fault injection
 ---------------
+Knobs of the stand-in itself, for the module tests that need a fault no environment makes (a /stats
+that hangs or answers garbage, a SIGTERM ignored, a start that fails with a given message). The
+Molecule scenarios take their faults from the environment instead, so that they run on real builds
+too: the test backend resetting the Go port's connections (mtproxy_testbackend.py --reset-go-after),
+the test killer (mtproxy_testkiller.py), the later Go port's flavour (mtproxy_standin_master_launcher.py).
 JSON file, path from env MTPROXY_STANDIN_FAULTS, default /etc/mtproxy-standin/faults.json (must
 be readable by the -u user when the C flavour drops privileges). A missing file means no faults.
 One section per flavour; keys absent = off::
@@ -731,10 +748,13 @@ class Settings(object):
 # ---------------------------------------------------------------- backend config (proxy-multi.conf)
 
 class ConfigError(Exception):
-    def __init__(self, c_lines, go_text):
+    """A config the proxy cannot use; ``code`` is the C's "config check failed! (code N)" (it exits -N)."""
+
+    def __init__(self, c_lines, go_text, code=-1):
         Exception.__init__(self, go_text)
         self.c_lines = c_lines
         self.go_text = go_text
+        self.code = code
 
 
 def go_quote(text):
@@ -801,6 +821,10 @@ def _rest_of_line(text, offset):
 
 
 def parse_backend_config(path):
+    if os.path.isdir(path):
+        # measured: C opens it and fails reading (code -2, exit 2); Go fails reading it (exit 1)
+        raise ConfigError(["error reading configuration file (null): Is a directory"],
+                          "cannot re-read config file %s: read %s: is a directory" % (path, path), code=-2)
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -952,8 +976,9 @@ class Backends(object):
 
     ``healthy``: the last connect (probe or dial) to the target worked; for C that includes the
     RPC handshake (``sessions`` holds each pooled connection's RpcSession). ``marked``: Go only,
-    targets that failed a dial, a send or a reply: unhealthy until the process restarts (a reload
-    keeps the mark), as measured on the real port.
+    (cluster, target) entries that failed a dial, a send or a reply: unhealthy until the process
+    restarts (a reload keeps the mark), as measured on the real port, which keeps health per cluster
+    entry and its connections per address (``used``: addresses dialed before, for the pool counters).
     ``watch``/``unwatch``: the server's hooks to read a C connection's answers in its event loop.
     """
 
@@ -964,6 +989,7 @@ class Backends(object):
         self.default_cluster = 0
         self.healthy = {}
         self.marked = set()
+        self.used = set()
         self.pool = {}
         self.sessions = {}
         self.readers = {}
@@ -984,7 +1010,7 @@ class Backends(object):
             if addr not in self.addrs:
                 self.close(addr)
         self.healthy = dict((a, self.healthy.get(a, False)) for a in self.addrs)
-        self.marked = set(a for a in self.marked if a in self.addrs)
+        self.marked = set(t for t in self.marked if t in self.targets)
         self.next_probe = 0.0
 
     def close(self, addr):
@@ -1014,6 +1040,9 @@ class Backends(object):
         if own:
             return own, False
         return [a for c, a in self.targets if c == self.default_cluster], True
+
+    def cluster_of(self, dc, by_default):
+        return self.default_cluster if by_default else dc
 
     def ready_count(self):
         return sum(1 for a in self.addrs if self.healthy.get(a))
@@ -1982,37 +2011,36 @@ class Server(object):
         b = self.backends
         now = time.time()
         targets, by_default = b.route(c.dc)
+        cluster = b.cluster_of(c.dc, by_default)
         addr = None
         for candidate in targets:
-            if candidate in b.marked:
+            if (cluster, candidate) in b.marked:
                 continue
             addr = candidate
             break
         if addr is None:
             self.count("forward_failed")
             self.count("dataplane_packets_route_errors")
-            self.last_forward_error = "no healthy targets available for cluster %d" % (
-                self.cfg.default_cluster if by_default and self.cfg else c.dc)
+            self.last_forward_error = "no healthy targets available for cluster %d" % cluster
             return None
+        mark = (cluster, addr)
         if by_default:
             self.count("forward_used_default")
         self.count("forward_successful")
         self.count("forward_bytes", len(packet))
-        had = addr in b.pool
+        self.count("outbound_pool_hits" if addr in b.used else "outbound_pool_misses")
         sock = b.pooled(addr)
-        if sock is not None:
-            self.count("outbound_pool_hits")
-        else:
-            if had:
+        if sock is None:
+            if addr in b.used:
                 self.count("outbound_reconnects")
-            self.count("outbound_pool_misses")
+            b.used.add(addr)
             self.count("outbound_dials")
             sock = dial(addr)
             if sock is None:
                 self.count("outbound_dial_errors")
                 self.count("dataplane_packets_outbound_errors")
                 b.healthy[addr] = False
-                b.marked.add(addr)
+                b.marked.add(mark)
                 return None
             b.pool[addr] = sock
             b.healthy[addr] = True
@@ -2020,7 +2048,7 @@ class Server(object):
         if outcome == "send_error":
             self.count("outbound_send_errors")
             self.count("dataplane_packets_outbound_errors")
-            b.marked.add(addr)
+            b.marked.add(mark)
             return None
         self.count("outbound_sends")
         self.count("outbound_bytes_sent", len(packet) + 4)
@@ -2028,7 +2056,7 @@ class Server(object):
             self.count("outbound_response_errors")
             self.count("outbound_closed_after_send")
             self.count("dataplane_packets_outbound_errors")
-            b.marked.add(addr)
+            b.marked.add(mark)
             return None
         if outcome == "eof":
             self.count("outbound_closed_after_send")
@@ -2270,17 +2298,38 @@ class Server(object):
 
 # ---------------------------------------------------------------- start-up shared by both flavours
 
+def reject_flag_exit(argv0, name):
+    """Exit as the later Go port does on a flag it does not define (measured on its build)."""
+    usage = GONEW_USAGE.replace("{argv0}", argv0)
+    sys.stderr.write("flag provided but not defined: %s\n%serror: flag provided but not defined: %s\n%s"
+                     % (name, usage, name, usage))
+    sys.stderr.flush()
+    sys.exit(2)
+
+
 def reject_flags_check(argv0, args, faults):
     rejected = faults.get("reject_flags", [])
     if not isinstance(rejected, list):
         return
     for name in option_names_used(args):
         if name in rejected:
-            usage = GONEW_USAGE.replace("{argv0}", argv0)
-            sys.stderr.write("flag provided but not defined: %s\n%serror: flag provided but not defined: %s\n%s"
-                             % (name, usage, name, usage))
-            sys.stderr.flush()
-            sys.exit(2)
+            reject_flag_exit(argv0, name)
+
+
+def go_master_flags_check(argv0, args):
+    """The later Go port's parser (Go's flag package): flags up to the first positional word (the
+    config file), each one it defines (GO_MASTER_OPTIONS, with or without a value) or the first
+    undefined one rejected, -p and -c among them."""
+    words = list(args)
+    while words:
+        word = words.pop(0)
+        if word == "--" or not word.startswith("-") or word == "-":
+            return
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+        if name not in GO_MASTER_OPTIONS:
+            reject_flag_exit(argv0, name)
+        if GO_MASTER_OPTIONS[name] and "=" not in word and len(word) == len(name) and words:
+            words.pop(0)
 
 
 def fail_at_start_check(log, faults):
@@ -2315,11 +2364,6 @@ def load_secrets(settings):
     return secrets
 
 
-def file_md5(path):
-    with open(path, "rb") as handle:
-        return hashlib.md5(handle.read()).hexdigest()
-
-
 # ---------------------------------------------------------------- C flavour
 
 def c_usage_exit(argv0):
@@ -2329,8 +2373,9 @@ def c_usage_exit(argv0):
 
 
 def drop_privileges(user):
+    """As the real C's change_user_group(): groups [the user's gid], that gid, that uid (CapEff then 0)."""
     entry = pwd.getpwnam(user)
-    os.setgroups([])
+    os.setgroups([entry.pw_gid])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
 
@@ -2367,8 +2412,8 @@ def run_c(argv0, args, faults):
             for line in exc.c_lines:
                 log.write(line)
             log.c("error while re-reading config file %s, new configuration NOT applied" % s.config)
-        log.write("config check failed! (code -1)")
-        sys.exit(1)
+        log.write("config check failed! (code %d)" % exc.code)
+        sys.exit(-exc.code)
     try:
         secrets = load_secrets(s)
     except (IOError, OSError) as exc:
@@ -2383,6 +2428,14 @@ def run_c(argv0, args, faults):
             log.c("cannot open http/tcp server socket at port %d: Invalid argument" % port)
             sys.exit(1)
         listeners.append(sock)
+    aes_pwd = None
+    if s.aes_pwd:
+        try:
+            with open(s.aes_pwd, "rb") as handle:
+                aes_pwd = handle.read()
+        except (IOError, OSError):
+            log.c("fatal: cannot load secret definition file `%s'" % s.aes_pwd)
+            sys.exit(1)
     if s.user and os.geteuid() == 0:
         # The RPC needs cryptography; import it while the interpreter's files are surely readable
         # (a Python under /root is not, once this process is the -u user). The client port
@@ -2403,14 +2456,6 @@ def run_c(argv0, args, faults):
             if pid == 0:
                 c_worker_main(s, cfg, faults, master)
             workers.append(pid)
-    aes_pwd = None
-    if s.aes_pwd:
-        try:
-            with open(s.aes_pwd, "rb") as handle:
-                aes_pwd = handle.read()
-        except (IOError, OSError):
-            log.c("fatal: cannot load secret definition file `%s'" % s.aes_pwd)
-            sys.exit(1)
     server = Server("c", s, log, faults, cfg=cfg, c_workers=workers)
     server.aes_hash = hashlib.md5(aes_pwd).hexdigest() if aes_pwd is not None else "0" * 32
     server.backends.aes_pwd = aes_pwd if aes_pwd is not None and 32 <= len(aes_pwd) <= 256 else None
@@ -2473,12 +2518,6 @@ def c_worker_main(s, cfg, faults, master):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, lambda signum, frame: pending.append(signum))
     try:
-        if s.aes_pwd:
-            try:
-                file_md5(s.aes_pwd)
-            except (IOError, OSError):
-                log.c("fatal: cannot load secret definition file `%s'" % s.aes_pwd)
-                os._exit(1)
         log.c("Started as [%s:%d:%d:%d]" % (LOCAL_IP, s.stats_port or 0, os.getpid(), int(time.time())))
         log.c("configuration file %s re-read successfully (%d bytes parsed), new configuration active" % (s.config, cfg.size))
         log.c("main loop")
@@ -2673,7 +2712,7 @@ def go_server(s, faults, worker_id, secrets):
         except OSError as exc:
             log.plain("failed to start ingress server on %s:%d: listen tcp %s:%d: bind: %s"
                       % (host, port, host, port, bind_reason(exc)))
-            server.exit(2 if worker_id is not None else 1)
+            server.exit(2)
         server.client_listeners.append(sock)
         server.add_listener(sock, server.on_client_accept)
         log.plain("ingress server listening on %s:%d" % (shown, port))
@@ -2685,7 +2724,12 @@ def go_server(s, faults, worker_id, secrets):
 
 # ---------------------------------------------------------------- entry point
 
-def main(argv):
+def main(argv, variant=None):
+    """Run as the binary argv[0] names. ``variant="go-master"`` (mtproxy_standin_master_launcher.py)
+    is the later Go port (skrashevich/MTProxy master): it rejects the C flags it does not define, as
+    that build does ("flag provided but not defined: -p", usage, exit 2); with only flags it
+    defines it runs as the Go flavour (its other differences, e.g. /stats on the first -H port +
+    8000, are not reproduced)."""
     global C_LINES, GO_LINES, C_COUNTER_KEYS, GO_COUNTER_KEYS, LOCAL_IP, ORIGINAL_CMDLINE
     ORIGINAL_CMDLINE = present_binary_cmdline(argv)
     LOCAL_IP = local_ip()
@@ -2695,6 +2739,9 @@ def main(argv):
     GO_COUNTER_KEYS = set(k for k, d in GO_LINES if d.isdigit()) - GO_NOT_COUNTERS
     argv0 = argv[0]
     flavour = "go" if "go" in os.path.basename(os.path.realpath(argv0) if os.sep in argv0 else argv0) else "c"
+    if variant == "go-master":
+        flavour = "go"
+        go_master_flags_check(argv0, argv[1:])
     set_process_name(os.path.basename(argv0))
     faults = Faults(flavour, os.environ.get("MTPROXY_STANDIN_FAULTS", DEFAULT_FAULTS_PATH))
     reject_flags_check(argv0, argv[1:], faults)
@@ -2704,6 +2751,14 @@ def main(argv):
         run_go(argv0, argv[1:], faults)
 
 
+# The later Go port's options (its --help, measured on its build): name -> whether it takes a value.
+GO_MASTER_OPTIONS = {
+    "-S": True, "--mtproto-secret": True, "--mtproto-secret-file": True, "-P": True, "--proxy-tag": True,
+    "-M": True, "--slaves": True, "-H": True, "--http-ports": True, "--aes-pwd": True, "--http-stats": False,
+    "-C": True, "--max-special-connections": True, "-W": True, "--window-clamp": True, "-D": True,
+    "--domain": True, "-T": True, "--ping-interval": True, "-u": True, "--user": True, "-6": False,
+    "-v": False, "--verbosity": False, "-d": False, "--daemonize": False, "-h": False, "--help": False,
+}
 C_NOT_COUNTERS = set(["pid", "start_time", "current_time", "uptime", "config_loaded_at", "config_size",
                       "config_auth_clusters", "workers", "max_connections", "max_special_connections",
                       "total_max_special_connections", "window_clamp", "default_rpc_flags", "proxy_mode",

@@ -21,6 +21,15 @@ first bytes (mtproxy_wire.is_rpc_nonce_start):
   bytes that break the framing (a length above 8 MiB) are counted in "errors" and read and
   discarded from then on.
 
+With ``--reset-go-after N`` the backend fails the Go port's framing only (a fault of the environment
+that the C proxy's RPC on the same ports does not see): each Go connection has its first N request
+frames answered, and on the next one the backend resets it (SO_LINGER 0: an RST, not a FIN). The
+real Go port (checked on the golang build) counts that exchange as an error (outbound_response_errors,
+dataplane_packets_outbound_errors, dataplane_packets_dropped +1) and marks the target unhealthy
+until it restarts, so every later packet of that DC's cluster is dropped as a route error
+(forward_failed, dataplane_packets_route_errors, dataplane_packets_dropped +1 each): the counters
+its SLO judge reads. Counted in "go_resets".
+
 With ``--answer none`` nothing is ever sent (everything read is discarded, like a silent sink):
 the C proxy's targets never become ready, the Go port times out each request after 250 ms.
 Sources of the protocol facts: tests/standin/mtproxy_wire.py and the notes it cites (both
@@ -36,7 +45,7 @@ selector loop; each write is a blocking send bounded by 2 s (replies are small).
 Prints one JSON line when listening: {"listening": ["127.0.0.1:PORT", ...]}, and one at the end:
 {"listening", "accepted", "rejected", "bytes", "max_open", "elapsed_s", "rpc_connections",
 "rpc_ready", "rpc_queries", "rpc_answers", "rpc_close_conn", "go_connections", "go_frames",
-"go_replies", "errors"} ("bytes": everything read; "rpc_ready": RPC handshakes completed;
+"go_replies", "go_resets", "errors"} ("bytes": everything read; "rpc_ready": RPC handshakes completed;
 "rpc_queries": RPC_PROXY_REQ received; "go_frames": Go request frames received). With
 --stats-file PATH the same JSON is also written there (atomically: a temporary file renamed over
 it) when listening, then at most once a second while counts change, and at the end. Exit 0 after a
@@ -67,7 +76,7 @@ SILENT_RPC_CLOSE_S = 30.0
 TARGET_RE = re.compile(r"^\s*proxy(?:_for\s+-?\d+)?\s+(\S+?)\s*;", re.MULTILINE)
 RPC_START = struct.pack("<iiI", wire.RPC_NONCE_FRAME_LEN, -2, wire.RPC_NONCE)
 COUNTERS = ("accepted", "rejected", "bytes", "max_open", "rpc_connections", "rpc_ready", "rpc_queries",
-            "rpc_answers", "rpc_close_conn", "go_connections", "go_frames", "go_replies", "errors")
+            "rpc_answers", "rpc_close_conn", "go_connections", "go_frames", "go_replies", "go_resets", "errors")
 
 
 def loopback(host):
@@ -123,14 +132,17 @@ class Conn(object):
         self.first = bytearray()
         self.session = None
         self.reader = None
+        self.answered = 0
         self.opened = time.monotonic()
 
 
 class Backend(object):
-    def __init__(self, targets, max_connections, max_seconds, answer="echo", aes_pwd_path=None, stats_file=None):
+    def __init__(self, targets, max_connections, max_seconds, answer="echo", aes_pwd_path=None, stats_file=None,
+                 reset_go_after=None):
         self.targets = targets
         self.max_connections = max_connections
         self.answer = answer
+        self.reset_go_after = reset_go_after
         self.aes_pwd_path = aes_pwd_path
         self.stats_file = stats_file
         self.t0 = time.monotonic()
@@ -229,6 +241,18 @@ class Backend(object):
             if not data:
                 break
             self.count("bytes", len(data))
+        conn.sock.close()
+
+    def reset(self, conn):
+        """Close with an RST: SO_LINGER on with a zero timeout drops what is unread and unsent."""
+        if conn.sock not in self.open:
+            return
+        self.sel.unregister(conn.sock)
+        del self.open[conn.sock]
+        try:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
         conn.sock.close()
 
     def send(self, conn, data):
@@ -348,7 +372,15 @@ class Backend(object):
         self.count("go_frames", len(frames))
         if self.answer == "none" or not frames:
             return
+        if self.reset_go_after is not None and conn.answered + len(frames) > self.reset_go_after:
+            answer = frames[:max(0, self.reset_go_after - conn.answered)]
+            if answer and self.send(conn, b"".join(wire.go_frame(payload) for payload in answer)):
+                self.count("go_replies", len(answer))
+            self.count("go_resets")
+            self.reset(conn)
+            return
         if self.send(conn, b"".join(wire.go_frame(payload) for payload in frames)):
+            conn.answered += len(frames)
             self.count("go_replies", len(frames))
 
     def expire_handshakes(self):
@@ -393,6 +425,8 @@ def parse(argv):
     parser.add_argument("--aes-pwd", metavar="PATH", help="the proxy's --aes-pwd file (32..256 bytes), for C RPC connections")
     parser.add_argument("--answer", choices=("echo", "none"), default="echo",
                         help="echo: answer every request (default); none: read and discard, never answer")
+    parser.add_argument("--reset-go-after", type=int, metavar="N",
+                        help="answer the first N frames of each Go connection, then reset it (an RST)")
     parser.add_argument("--stats-file", metavar="PATH", help="rewrite the summary JSON here at most once a second")
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--max-connections", type=int, default=256)
@@ -403,6 +437,8 @@ def parse(argv):
         parser.error("--max-seconds must be in (0, %d]" % MAX_SECONDS)
     if not 1 <= args.max_connections <= MAX_CONNECTIONS:
         parser.error("--max-connections must be 1..%d" % MAX_CONNECTIONS)
+    if args.reset_go_after is not None and args.reset_go_after < 0:
+        parser.error("--reset-go-after must be 0 or more")
     targets = []
     for value in args.port:
         for part in value.split(","):
@@ -430,7 +466,7 @@ def parse(argv):
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     backend = Backend(args.targets, args.max_connections, args.max_seconds, args.answer, args.aes_pwd,
-                      args.stats_file)
+                      args.stats_file, args.reset_go_after)
 
     def on_signal(signum, frame):
         backend.stop = True

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import (
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import (
     unsplit_cmdline,
     OPTIONS, REDACTED, ArgvError, find_option, parse_argv, redact_argv, redact_text,
     replace_option_values, replace_program, secret_values)

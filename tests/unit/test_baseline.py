@@ -5,8 +5,7 @@ import sys
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import baseline as bl
-
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo import baseline as bl
 from stats_fixtures import capture
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))

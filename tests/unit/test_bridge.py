@@ -7,8 +7,13 @@ import json
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import bridge, host
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import parse_argv
+from ansible_collections.mtproxy.cutover.plugins.module_utils._handover import bridge
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import probe, proc, process
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_for
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.container import ContainerRuntime
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.systemd import SystemdRuntime
+from ansible_collections.mtproxy.cutover.plugins.module_utils._state import BRIDGE_CONNTRACK, StateDir
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import parse_argv
 
 SECRET = '00112233445566778899aabbccddeeff'
 C_ARGV = ['/opt/MTProxy/mtproto-proxy', '-u', 'nobody', '-p', '8888', '--http-stats', '-H', '443', '-S', SECRET,
@@ -182,10 +187,10 @@ def test_established_counts_listening_side_of_open_connections_only():
         '   3: 0100007F:01BB 0100007F:A2C6 06 00000000:00000000 03:00000000 00000000     0        0 0',  # TIME_WAIT
         '   4: 0100007F:9C41 0100007F:A2C8 01 00000000:00000000 00:00000000 00000000 65534        0 4',  # bridge 40001
     ])
-    assert bridge.established(table, [443]) == 1
-    assert bridge.established(table, [40001]) == 1
-    assert bridge.established(table, [443, 40001]) == 2
-    assert bridge.established('', [443]) == 0
+    assert proc.established([443], table) == 1
+    assert proc.established([40001], table) == 1
+    assert proc.established([443, 40001], table) == 2
+    assert proc.established([443], '') == 0
 
 
 def test_bound_address_from_the_frozen_flags():
@@ -280,11 +285,13 @@ def test_refused_without_client_port_or_with_a_named_address():
 
 def test_freeze_refuses_only_in_bridge_mode():
     parsed = parse_argv(C_ARGV)
-    bridge.check_at_freeze({'service': 'MTProxy'}, parsed, {'client_ports': [443]})
-    bridge.check_at_freeze({'service': 'MTProxy', 'handover': 'restart'}, parsed, {'client_ports': [443]})
+    store = StateDir('/nonexistent', 'MTProxy')
+    unit, container = SystemdRuntime(store), ContainerRuntime(store, docker=object())
+    bridge.check_at_freeze({'service': 'MTProxy'}, parsed, {'client_ports': [443]}, unit)
+    bridge.check_at_freeze({'service': 'MTProxy', 'handover': 'restart'}, parsed, {'client_ports': [443]}, container)
     with pytest.raises(bridge.Refusal, match='not method=container'):
         bridge.check_at_freeze({'service': 'MTProxy', 'handover': 'bridge'}, parsed, {'client_ports': [443]},
-                               container=True)
+                               container)
 
 
 # --- leftovers --------------------------------------------------------------------------------------
@@ -346,7 +353,15 @@ def test_leftover_bridge_unit_found_running_or_failed(monkeypatch):
 
 # --- the bridge unit ---------------------------------------------------------------------------------
 
-def test_bridge_unit_bounds_its_life_and_takes_the_redirect_with_it(tmp_path):
+class TeardownOnly:
+    def __init__(self, teardown):
+        self.argvs = teardown
+
+    def teardown(self):
+        return self.argvs
+
+
+def test_bridge_unit_bounds_its_life_and_takes_the_redirect_with_it(tmp_path, monkeypatch):
     state = tmp_path / 'MTProxy'
     state.mkdir()
     manifest = {'argv': C_ARGV, 'stats_port': 8888, 'client_ports': [443], 'unit_name': 'MTProxy.service',
@@ -354,10 +369,21 @@ def test_bridge_unit_bounds_its_life_and_takes_the_redirect_with_it(tmp_path):
                          'environment_files': []}}
     (state / 'manifest.json').write_text(json.dumps(manifest))
     teardown = [['/usr/sbin/nft', 'delete', 'table', 'inet', TABLE]]
-    instance = bridge.BridgeInstance('MTProxy', str(tmp_path), teardown, 140)
-    argv, command, stats_port, ports = instance.plan('/opt/MTProxy/releases/go-x/mtproto-proxy-go')
+    go = tmp_path / 'mtproto-proxy-go'
+    go.write_text('#!/bin/sh\n')
+    go.chmod(0o755)
+    # systemctl show of the service (its credentials and limits, which the bridge runs with too).
+    monkeypatch.setattr(process, 'run', lambda argv, timeout=60, text=None: (
+        0, 'User=mtproxy\nLimitNOFILE=65536\nLimitNOFILESoft=1024\n', ''))
+    handover = bridge.Handover(runtime_for(StateDir(str(tmp_path), 'MTProxy')), drain_s=10, ready_timeout=15,
+                               stop_timeout=10, lifetime_s=105)
+    handover.backend = TeardownOnly(teardown)
+    instance = handover.bridge_candidate(str(go), 'go')
+    instance.prepare(str(go))
+    argv, command, stats_port, ports = instance.argv, instance.command(), instance.stats_port, instance.client_ports
     assert command[:3] == ['systemd-run', '--quiet', '--unit=MTProxy-bridge.service']
-    assert '--description=mtproxy.cutover bridge of /opt/MTProxy/releases/go-x/mtproto-proxy-go' in command
+    assert '--description=mtproxy.cutover bridge of %s' % go in command
+    assert '--property=User=mtproxy' in command and '--property=LimitNOFILE=1024:65536' in command
     split = command.index('--')
     assert '--property=RuntimeMaxSec=140' in command[:split]
     assert '--property=ExecStopPost=-+/usr/sbin/nft delete table inet %s' % TABLE in command[:split]
@@ -368,12 +394,12 @@ def test_bridge_unit_bounds_its_life_and_takes_the_redirect_with_it(tmp_path):
 
 
 def test_probe_mark_is_off_unless_a_handover_runs():
-    assert host.PROBE_MARK == 0
+    assert probe.PROBE_MARK == 0
 
 
 def test_a_lowered_conntrack_timeout_left_behind_is_restored(tmp_path, monkeypatch):
     (tmp_path / 'MTProxy').mkdir()
-    saved = tmp_path / 'MTProxy' / bridge.CONNTRACK_FILE
+    saved = tmp_path / 'MTProxy' / BRIDGE_CONNTRACK
     saved.write_text('{"close_timeout": 10}\n')
     restored = []
     monkeypatch.setattr(bridge, 'restore_close_timeout', lambda path, seconds: restored.append((path, seconds)))
@@ -398,8 +424,8 @@ def test_open_sockets_from_proc_net_tcp():
         '   1: 00000000000000000000000001000000:01BB 00000000000000000000000001000000:A2CA 08 00000000:00000000 '
         '00:00000000 00000000 65534 0 6',
     ])
-    assert bridge.open_sockets(table) == {('127.0.0.1', 0xA2C4, 443), ('127.0.0.1', 443, 0xA2C4),
-                                          ('127.0.0.1', 0xA2C8, 443), ('::1', 0xA2CA, 443)}
+    assert proc.open_sockets(table) == {('127.0.0.1', 0xA2C4, 443), ('127.0.0.1', 443, 0xA2C4),
+                                        ('127.0.0.1', 0xA2C8, 443), ('::1', 0xA2CA, 443)}
 
 
 def test_local_addresses():

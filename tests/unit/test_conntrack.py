@@ -1,4 +1,4 @@
-"""Netfilter netlink messages of module_utils/conntrack.py, built and parsed without a kernel.
+"""Netfilter netlink messages of module_utils/_handover/conntrack.py, built and parsed without a kernel.
 
 The same messages were sent to the kernel of a test host (tests/integration/test_module_bridge.py,
 the bench): DEFAULT_GET/SET of the TCP CLOSE timeout and the deletion of CLOSE entries.
@@ -6,7 +6,7 @@ the bench): DEFAULT_GET/SET of the TCP CLOSE timeout and the deletion of CLOSE e
 import socket
 import struct
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import conntrack as ct
+from ansible_collections.mtproxy.cutover.plugins.module_utils._handover import conntrack as ct
 
 
 def test_attributes_are_padded_and_parsed_back():

@@ -5,10 +5,10 @@ from __future__ import absolute_import, division, print_function
 
 import copy
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import container as ct
-from ansible_collections.mtproxy.cutover.plugins.module_utils import manifest as mf
-from ansible_collections.mtproxy.cutover.plugins.module_utils.container_prewarm import prewarm_body
-from ansible_collections.mtproxy.cutover.plugins.module_utils.docker_api import demultiplex
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import container_spec as ct
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import manifest as mf
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.container import prewarm_body
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.docker_api import demultiplex
 
 SECRET = 'dd0123456789abcdef0123456789abcd'
 C_ID = 'sha256:' + 'c' * 64

@@ -1,7 +1,7 @@
-"""Credentials of URLs never reach a record or a message (module_utils/credentials.py, filters)."""
+"""Credentials of URLs never reach a record or a message (plugin_utils/credentials.py, filters)."""
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import credentials as cred
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils import credentials as cred
 from ansible_collections.mtproxy.cutover.plugins.filter.redact_url import FilterModule as RedactFilter
 from ansible_collections.mtproxy.cutover.plugins.filter.url_credentials import FilterModule as CredentialsFilter
 

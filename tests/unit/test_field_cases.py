@@ -14,10 +14,19 @@ import time
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import argv as av
-from ansible_collections.mtproxy.cutover.plugins.module_utils import host as hostlib, prewarm, refusals, switch, unit as un
-from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
-from ansible_collections.mtproxy.cutover.plugins.module_utils import freeze as fz
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import argv as av
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import PrewarmError, SwitchError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import proof
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import switch as flow
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import probe, process
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import systemd as sysrt
+from ansible_collections.mtproxy.cutover.plugins.module_utils._state import StateDir
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import prewarm
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_for
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import refusals
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import unit as un
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import pointing as pt
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import freeze as fz
 from stats_fixtures import capture
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'integration'))
@@ -82,7 +91,7 @@ class FieldHost(object):
             'WorkingDirectory')
         self.user = user
         self.started_mono = time.monotonic() + 1  # the process started after every file was written
-        monkeypatch.setattr(fz, 'read_cmdline', lambda pid: list(self.live_argv))
+        monkeypatch.setattr(sysrt, 'read_live_cmdline', lambda pid: list(self.live_argv))
 
     def sub(self, text):
         for old, new in self.replace.items():
@@ -235,12 +244,12 @@ def _switch_host(tmp_path, monkeypatch, fragment=True):
     systemd_dir = tmp_path / 'etc' / 'systemd' / 'system'
     fake = UnitSystemd(host.fragment if fragment else '', str(systemd_dir / 'MTProxy.service.d'),
                        host.sub(HOST_C_PATH))
-    monkeypatch.setattr(switch, 'Systemd', lambda unit: fake)
+    monkeypatch.setattr(sysrt, 'Systemd', lambda unit: fake)
 
     def nothing_may_run(*args, **kwargs):
         raise AssertionError('nothing may be run or restarted: %r' % (args,))
-    monkeypatch.setattr(hostlib, 'run', nothing_may_run)
-    monkeypatch.setattr(switch, 'restart_measured', nothing_may_run)
+    monkeypatch.setattr(process, 'run', nothing_may_run)
+    monkeypatch.setattr(sysrt, 'restart_measured', nothing_may_run)
     return host, str(go), str(systemd_dir), fake
 
 
@@ -248,9 +257,9 @@ def _switch_host(tmp_path, monkeypatch, fragment=True):
 def test_vendor_dropin_flip_is_refused_before_anything_is_written(tmp_path, monkeypatch, check_mode):
     host, go, systemd_dir, fake = _switch_host(tmp_path, monkeypatch)
     before = sorted(os.listdir(fake.drop_in_dir))
-    with pytest.raises(switch.SwitchError) as info:
-        switch.switch_service('MTProxy', str(tmp_path / 'state'), 'go', go, check_mode=check_mode,
-                              systemd_dir=systemd_dir)
+    with pytest.raises(SwitchError) as info:
+        flow.switch_service('MTProxy', str(tmp_path / 'state'), 'go', go, check_mode=check_mode,
+                            systemd_dir=systemd_dir)
     assert info.value.details['refused'] == 'dropin_overridden' and info.value.details['changed'] is False
     assert '%s sets ExecStart' % host.drop_ins[0] in str(info.value)
     assert sorted(os.listdir(fake.drop_in_dir)) == before and fake.reloads == 0
@@ -261,8 +270,8 @@ def test_a_flip_systemd_would_not_run_is_undone_and_names_the_winner(tmp_path, m
     """The check after daemon-reload: what `systemctl show -p ExecStart` says systemd will run."""
     # Without FragmentPath the drop-in order cannot be simulated: only the show check stands.
     host, go, systemd_dir, fake = _switch_host(tmp_path, monkeypatch, fragment=False)
-    with pytest.raises(switch.SwitchError) as info:
-        switch.switch_service('MTProxy', str(tmp_path / 'state'), 'go', go, systemd_dir=systemd_dir)
+    with pytest.raises(SwitchError) as info:
+        flow.switch_service('MTProxy', str(tmp_path / 'state'), 'go', go, systemd_dir=systemd_dir)
     message = str(info.value)
     assert 'after daemon-reload systemd would run %s, not %s' % (host.sub(HOST_C_PATH), go) in message
     assert 'the service was not restarted' in message
@@ -366,8 +375,8 @@ def test_ipv6_host_is_frozen_without_a_baseline_when_the_operator_opts_in(tmp_pa
 
 def test_switch_never_touches_the_stats_port_of_c_with_ipv6(tmp_path, monkeypatch):
     manifest = {'argv': ['/opt/MTProxy/mtproto-proxy', '-6', '-p', '8888', '--http-stats', '-H', '443', 'cfg']}
-    assert switch.c_stats_unsafe(manifest)
-    assert not switch.c_stats_unsafe({'argv': manifest['argv'][:1] + manifest['argv'][2:]})
+    assert proof.c_stats_unsafe(manifest)
+    assert not proof.c_stats_unsafe({'argv': manifest['argv'][:1] + manifest['argv'][2:]})
     assert not refusals.c_stats_readable(av.parse_argv(manifest['argv']))
 
 
@@ -427,7 +436,7 @@ def listening_child(host, port=0):
 def test_a_restart_probes_the_address_the_proxy_binds(monkeypatch):
     """--address 127.0.0.2: the handover sees the listener close and the new one accept there."""
     from test_switch import FakeSystemd, RestartJob
-    hosts = switch.client_hosts_of({'argv': ADDRESS_LIVE})
+    hosts = proof.client_hosts_of({'argv': ADDRESS_LIVE})
     old, port = listening_child('127.0.0.2')
     children = [old]
     systemd = FakeSystemd({'MainPID': str(old.pid), 'ActiveState': 'active'})
@@ -441,32 +450,33 @@ def test_a_restart_probes_the_address_the_proxy_binds(monkeypatch):
         if argv[:2] == ['systemctl', 'kill'] and old.poll() is None:
             old.kill()
         return 0, '', ''
-    monkeypatch.setattr(hostlib, 'run', fake_run)
-    monkeypatch.setattr(switch.subprocess, 'Popen', lambda argv, **kw: RestartJob(old, start_new))
+    monkeypatch.setattr(process, 'run', fake_run)
+    monkeypatch.setattr(sysrt, 'RestartJob', lambda systemd: RestartJob(old, start_new))
     try:
-        timings, failure = switch.restart_measured(systemd, port, None, 5, 10, 'listeners_closed',
-                                                   client_hosts=hosts)
+        timings, failure = sysrt.restart_measured(systemd, port, None, 5, 10, 'listeners_closed',
+                                                  client_hosts=hosts)
     finally:
         for child in children:
             child.kill()
             child.wait()
     assert failure is None, failure
     assert timings['listeners_closed_ms'] is not None and timings['start_ms'] is not None
-    assert not hostlib.tcp_accepts(port)  # nothing on 127.0.0.1: probing there would have failed
+    assert not probe.tcp_accepts(port)  # nothing on 127.0.0.1: probing there would have failed
 
 
 def test_prewarm_waits_for_the_client_port_on_the_address(tmp_path, monkeypatch):
     state_dir = tmp_path / 'state'
     (state_dir / 'MTProxy').mkdir(parents=True)
     (state_dir / 'MTProxy' / 'manifest.json').write_text(json.dumps({'argv': ADDRESS_LIVE, 'unit': {}}))
-    job = prewarm.Prewarm('MTProxy', str(state_dir))
+    job = runtime_for(StateDir(str(state_dir), 'MTProxy')).candidate('prewarm')
     assert job.client_hosts == ['127.0.0.2']
     client = Listener('127.0.0.2')
     running = {'LoadState': 'loaded', 'ActiveState': 'active', 'SubState': 'running', 'MainPID': '4242'}
     monkeypatch.setattr(job.systemd, 'show', lambda *props: running)
     try:
         with StatsServer([{'body': GO_BODY}]) as server:
-            ready, _seen, why = job.wait_ready(server.url, [client.port], time.monotonic() + 3)
+            job.stats_url, job.client_ports = server.url, [client.port]
+            ready, _seen, why = prewarm.wait_ready(job, time.monotonic() + 3)
     finally:
         client.close()
     assert ready not in (None, 'exited'), why
@@ -580,3 +590,115 @@ def test_a_script_that_does_not_exec_the_proxy_is_named_so():
     refusal = refusals.wrapper_refusal(launcher, ['/opt/p', '-u', 'nobody'], None, 'x.service')
     assert 'ExecStart runs the launcher /usr/bin/env, which starts the proxy /opt/p' in refusal.cause
     assert SECRET not in refusal.message('x.service')
+
+
+# ---------------------------------------------------------------------------------------------
+# exec-at-prefix: ExecStart=@/path argv0 ... (systemd.service(5): the word after the path is argv[0])
+# ---------------------------------------------------------------------------------------------
+
+AT_LIVE = ('mtproto-proxy -u nobody -p 8888 --http-stats -H 443 -S 0123456789abcdef0123456789abcdef '
+           '--aes-pwd proxy-secret proxy-multi.conf -M 1').split()
+AT_PROGRAM = '/opt/MTProxy/objs/bin/mtproto-proxy'
+
+
+def at_host(tmp_path, monkeypatch):
+    return FieldHost(tmp_path, monkeypatch, 'exec-at-prefix', 'MTProxy.service', AT_LIVE)
+
+
+def test_exec_at_prefix_with_a_dropin_is_refused_at_the_freeze_before_anything_is_staged(tmp_path, monkeypatch):
+    host = at_host(tmp_path, monkeypatch)
+    with pytest.raises(refusals.Refusal) as info:
+        host.freeze(stats_check=False)
+    message = refused(info, 'exec_argv0_prefix', 'MTProxy.service')
+    assert "'@' prefix" in message and 'mtproxy_cutover_method=symlink' in message
+    assert host.state_files() == []
+
+
+def test_exec_at_prefix_release_directory_is_beside_the_program_not_at_the_root(tmp_path, monkeypatch):
+    # The symlink method keeps the command line (argv[0] included) and proves the binary by /proc/PID/exe.
+    host = at_host(tmp_path, monkeypatch)
+    result = host.freeze(method='symlink', stats_check=False)
+    manifest = json.loads((tmp_path / 'state' / 'MTProxy' / 'manifest.json').read_text())
+    assert result['status'] == 'frozen' and manifest['argv'][0] == 'mtproto-proxy'
+    # The stage role puts releases in <dir of binary_realpath>/releases: never '/releases'.
+    assert manifest['binary_realpath'] == os.path.realpath(host.sub(AT_PROGRAM))
+
+
+# ---------------------------------------------------------------------------------------------
+# exec-plus-prefix-user: User=mtproxy with ExecStart=+... (the proxy runs as root)
+# ---------------------------------------------------------------------------------------------
+
+PLUS_LIVE = ('/opt/MTProxy/objs/bin/mtproto-proxy -u nobody -p 8888 --http-stats -H 443 -S '
+             '0123456789abcdef0123456789abcdef --aes-pwd proxy-secret proxy-multi.conf -M 1').split()
+SERVICE_SHOW = ('User=mtproxy\nGroup=mtproxy\nSupplementaryGroups=\nDynamicUser=no\nLimitNOFILE=524288\n'
+                'LimitNOFILESoft=1024\nAmbientCapabilities=cap_net_bind_service\nNoNewPrivileges=yes\n'
+                'ProtectSystem=full\nProtectHome=no\n')
+
+
+def candidate_command(tmp_path, monkeypatch, case, unit_file, live):
+    """The systemd-run command of a pre-warm of the frozen case, with `systemctl show` answering SERVICE_SHOW."""
+    host = FieldHost(tmp_path, monkeypatch, case, unit_file, live, user='mtproxy')
+    host.freeze(stats_check=False)
+    go = tmp_path / 'mtproto-proxy-go'
+    go.write_text('#!/bin/sh\n')
+    go.chmod(0o755)
+    monkeypatch.setattr(process, 'run', lambda argv, timeout=60, text=None: (0, SERVICE_SHOW, ''))
+    candidate = runtime_for(StateDir(str(tmp_path / 'state'), 'MTProxy')).candidate('prewarm')
+    candidate.prepare(str(go))
+    command = candidate.command()
+    return command[:command.index('--')]
+
+
+def test_exec_plus_prefix_prewarm_runs_with_the_privileges_of_the_command_not_of_user(tmp_path, monkeypatch):
+    properties = candidate_command(tmp_path, monkeypatch, 'exec-plus-prefix-user', 'MTProxy.service', PLUS_LIVE)
+    # '+': full privileges; no User=, no capability or sandboxing settings; the limits still apply.
+    assert not [p for p in properties if p.startswith(('--property=User=', '--property=Group=',
+                                                       '--property=NoNewPrivileges', '--property=ProtectSystem',
+                                                       '--property=AmbientCapabilities'))]
+    assert '--property=LimitNOFILE=1024:524288' in properties
+
+
+@pytest.mark.parametrize('prefix, credentials, sandbox', [('', True, True), ('+', False, False), ('!', False, True),
+                                                          ('-', True, True), ('!!', False, True)])
+def test_a_candidate_gets_what_each_exec_prefix_grants(prefix, credentials, sandbox):
+    show = dict(line.split('=', 1) for line in SERVICE_SHOW.splitlines())
+    properties = sysrt.service_properties(show, prefix)
+    assert ('--property=User=mtproxy' in properties) is credentials
+    assert ('--property=Group=mtproxy' in properties) is credentials
+    assert ('--property=ProtectSystem=full' in properties) is sandbox
+    assert ('--property=AmbientCapabilities=cap_net_bind_service' in properties) is sandbox
+    assert '--property=LimitNOFILE=1024:524288' in properties
+    assert not [p for p in properties if p.startswith(('--property=DynamicUser', '--property=SupplementaryGroups'))]
+
+
+# ---------------------------------------------------------------------------------------------
+# template-instance: mtproxy@eu\x2d1.service, an instance of mtproxy@.service
+# ---------------------------------------------------------------------------------------------
+
+def test_template_instance_candidates_are_never_instances_of_the_template():
+    for service in ('mtproxy@eu\\x2d1.service', 'mtproxy@eu\\x2d1', 'mtproxy@.service'):
+        for role in ('prewarm', 'bridge'):
+            name = sysrt.candidate_unit(service, role)
+            assert '@' not in name and name.endswith('-%s.service' % role), name
+
+
+def test_a_candidate_name_taken_by_a_unit_of_the_host_is_refused_not_stopped(tmp_path, monkeypatch):
+    state = tmp_path / 'state' / 'MTProxy'
+    state.mkdir(parents=True)
+    (state / 'manifest.json').write_text(json.dumps({'argv': PLUS_LIVE, 'unit': {}, 'unit_name': 'MTProxy.service'}))
+    calls = []
+
+    def run(argv, timeout=60, text=None):
+        calls.append(argv)
+        if argv[:2] == ['systemctl', 'show'] and argv[2] == 'MTProxy-prewarm.service':
+            return 0, 'LoadState=loaded\nTransient=no\nFragmentPath=/etc/systemd/system/MTProxy-prewarm.service\n', ''
+        return 0, '', ''
+    monkeypatch.setattr(process, 'run', run)
+    go = tmp_path / 'go'
+    go.write_text('#!/bin/sh\n')
+    go.chmod(0o755)
+    candidate = runtime_for(StateDir(str(tmp_path / 'state'), 'MTProxy')).candidate('prewarm')
+    candidate.prepare(str(go))
+    with pytest.raises(PrewarmError, match='MTProxy-prewarm.service is taken by a unit of the host'):
+        candidate.start()
+    assert not [argv for argv in calls if argv[:2] in (['systemctl', 'stop'], ['systemd-run', '--quiet'])]

@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import freeze as fz
-from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
-
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import freeze as fz
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import systemd as sysrt
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import pointing as pt
 SECRET = '00112233445566778899aabbccddeeff'
 FLAGS = ['-u', 'nobody', '-p', '8888', '-H', '443', '-S', SECRET, '--aes-pwd', 'proxy-secret', 'proxy-multi.conf',
          '-M', '1']
@@ -49,7 +49,7 @@ class Host(object):
         self.drop_ins = []
         self.live_argv = [self.program] + FLAGS
         self.state_dir = str(tmp_path / 'state')
-        monkeypatch.setattr(fz, 'read_cmdline', lambda pid: list(self.live_argv))
+        monkeypatch.setattr(sysrt, 'read_live_cmdline', lambda pid: list(self.live_argv))
 
     def run_command(self, cmd):
         assert cmd[:2] == ['systemctl', 'show'], cmd
@@ -118,9 +118,41 @@ def test_c_drift_stops_the_freeze_and_refreeze_rewrites_it(host):
     host.drift()
     with pytest.raises(fz.FreezeError, match='drifted') as excinfo:
         host.freeze()
-    assert [entry['field'] for entry in excinfo.value.args[1]] == ['files[config]']
+    assert [entry['field'] for entry in excinfo.value.details['drift']] == ['files[config]']
     result = host.freeze(refreeze=True)
     assert (result['status'], result['current'], result['changed']) == ('refrozen', 'c', True)
+
+
+def test_a_refreshed_backend_config_names_the_change_and_the_ways_forward(host):
+    # The daily-config-refresh field case: proxy-multi.conf rewritten at the same path.
+    host.freeze()
+    host.drift()
+    with pytest.raises(fz.FreezeError) as excinfo:
+        host.freeze()
+    message = str(excinfo.value)
+    assert 'files[config]' in message and 'content changed, same path' in message
+    assert 'mtproxy_cutover_refreeze=true' in message and 'mtproxy_cutover_accept_refresh=[config]' in message
+    before = host.manifest()
+    warnings = []
+    result = fz.freeze_host(dict(service='MTProxy', state_dir=host.state_dir, refreeze=False, go_binaries=[],
+                                 stats_check=False, method=host.method, allow_no_baseline=False, baseline_samples=0,
+                                 baseline_interval=0.0, accept_refresh=['config']),
+                            host.run_command, False, '2026-01-02T00:00:00Z', warnings)
+    assert (result['status'], result['current'], result['changed']) == ('refreshed', 'c', True)
+    assert any('accepted a refreshed config' in w for w in warnings)
+    after = host.manifest()
+    assert after['argv'] == before['argv'] and after['frozen_at'] == before['frozen_at']
+    assert [e['sha256'] for e in after['files'] if e['role'] == 'config'] != \
+        [e['sha256'] for e in before['files'] if e['role'] == 'config']
+    assert host.freeze()['status'] == 'unchanged'
+
+
+def test_only_a_content_change_of_the_config_is_accepted_as_a_refresh(host):
+    host.freeze()
+    (host.opt / 'proxy-secret').write_text('another aes-pwd\n')
+    with pytest.raises(fz.FreezeError, match='files\\[aes_pwd\\]') as excinfo:
+        host.freeze(accept_refresh=['config'])
+    assert 'accept_refresh' not in str(excinfo.value)
 
 
 # --- on Go ----------------------------------------------------------------------------------------
@@ -143,6 +175,18 @@ def test_host_on_go_with_drift_is_refused_and_never_refrozen(host):
         host.freeze()
     with pytest.raises(fz.FreezeError, match='refusing to re-freeze .* while it runs the Go binary'):
         host.freeze(refreeze=True)
+
+
+def test_host_on_go_with_a_refreshed_config_says_how_to_go_on_and_can_accept_it(host):
+    host.freeze()
+    host.flip()
+    host.drift()
+    with pytest.raises(fz.FreezeError, match='roll the host back') as excinfo:
+        host.freeze()
+    assert 'mtproxy_cutover_accept_refresh=[config]' in str(excinfo.value)
+    result = host.freeze(accept_refresh=['config'])
+    assert (result['status'], result['current']) == ('refreshed', 'go')
+    assert host.freeze()['status'] == 'unchanged'
 
 
 def test_host_on_go_checks_the_c_binary_where_the_method_left_it(host):

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import judge
-from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import (
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo import judge
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import (
     DEFAULT_THRESHOLDS, THRESHOLD_SOURCES, collect_window, effective_thresholds, judge_window,
     resolve_baseline, sample_error, sample_from_body)
 
@@ -365,7 +365,7 @@ def _summary(flavor, packets, dropped, connections=None, bad=None):
 
 
 def test_compare_summaries_fails_when_canary_drops_more_than_control():
-    from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import compare_summaries
+    from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import compare_summaries
     result = compare_summaries(_summary('go', 200, 20), _summary('c', 200, 0))
     assert result['verdict'] == 'fail'
     assert result['failures'][0]['metric'] == 'success_rate'
@@ -373,13 +373,13 @@ def test_compare_summaries_fails_when_canary_drops_more_than_control():
 
 
 def test_compare_summaries_passes_within_margin_and_skips_cross_flavour_handshakes():
-    from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import compare_summaries
+    from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import compare_summaries
     result = compare_summaries(_summary('go', 200, 2, 100, 50), _summary('c', 200, 0, 100, 0))
     assert result['verdict'] == 'pass'
     assert [c['metric'] for c in result['comparisons']] == ['success_rate']
 
 
 def test_compare_summaries_is_inconclusive_without_volume():
-    from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import compare_summaries
+    from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import compare_summaries
     assert compare_summaries(_summary('go', 10, 5), _summary('c', 10, 0))['verdict'] == 'inconclusive'
     assert compare_summaries({}, {})['verdict'] == 'inconclusive'

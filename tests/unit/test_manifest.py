@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import REDACTED, parse_argv
-from ansible_collections.mtproxy.cutover.plugins.module_utils.manifest import (
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import REDACTED, parse_argv
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.manifest import (
     BINARY_FIELDS, SCHEMA, build_manifest, compare_manifests, describe_drift, file_entries,
     redact_manifest, resolve_path, sha256_file, stats_url)
 
@@ -134,7 +134,7 @@ def test_file_edit_drifts_and_names_the_file(host):
     drift = compare_manifests(frozen, make(host))
     assert [d["field"] for d in drift] == ["files[config]"]
     assert drift[0]["live"]["resolved"] == str(host / "proxy-multi.conf")
-    assert describe_drift(drift) == "files[config] (%s)" % (host / "proxy-multi.conf")
+    assert describe_drift(drift) == "files[config] (%s: content changed, same path)" % (host / "proxy-multi.conf")
 
 
 def test_argv_drift_per_position_redacted(host):

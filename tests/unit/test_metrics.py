@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.metrics import (
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.metrics import (
     METRICS, Derived, Key, NoSignal, Sum, build_table, describe_table, normalize)
-from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import parse_stats
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.stats import parse_stats
 
 from stats_fixtures import FIXTURE_DIR, capture, capture_names, go_not_ready, with_values
 

@@ -4,9 +4,13 @@ import os
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import pointing as pt
-from ansible_collections.mtproxy.cutover.plugins.module_utils import switch
-from ansible_collections.mtproxy.cutover.plugins.module_utils.switch import SwitchError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import pointing as pt
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, SwitchError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_class
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.container import ContainerRuntime
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.systemd import SystemdRuntime
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import switch as flow
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import systemd as sysrt
 
 SECRET = '00112233445566778899aabbccddeeff'
 FLAGS = ['-u', 'nobody', '-p', '8888', '-H', '443', '-S', SECRET, '--aes-pwd', 'proxy-secret', 'proxy-multi.conf',
@@ -51,7 +55,7 @@ def symlink_host_on_go(tmp_path, monkeypatch):
     (state_dir / 'MTProxy').mkdir(parents=True)
     (state_dir / 'MTProxy' / 'manifest.json').write_text(json.dumps(manifest))
     (state_dir / 'MTProxy' / 'state.json').write_text(json.dumps(state))
-    monkeypatch.setattr(switch, 'Systemd', lambda unit: FakeSystemd())
+    monkeypatch.setattr(sysrt, 'Systemd', lambda unit: FakeSystemd())
     return {'state_dir': str(state_dir), 'link': str(link), 'c_release': str(c_release), 'go': str(go),
             'systemd_dir': str(tmp_path / 'etc')}
 
@@ -59,8 +63,8 @@ def symlink_host_on_go(tmp_path, monkeypatch):
 def test_rollback_without_a_method_points_back_the_way_state_json_records(symlink_host_on_go):
     """Symlink fault (b): without a method the rollback took method=dropin and left the link on Go."""
     host = symlink_host_on_go
-    result = switch.switch_service('MTProxy', host['state_dir'], 'c', check_mode=True,
-                                   systemd_dir=host['systemd_dir'])
+    result = flow.switch_service('MTProxy', host['state_dir'], 'c', check_mode=True,
+                                 systemd_dir=host['systemd_dir'])
     assert result['method'] == 'symlink'
     assert result['changed'] is True and result['dropin_path'] is None
     assert result['diff']['after'] == '%s -> %s\n' % (host['link'], host['c_release'])
@@ -70,8 +74,8 @@ def test_rollback_without_a_method_points_back_the_way_state_json_records(symlin
 def test_rollback_refuses_a_method_that_contradicts_state_json(symlink_host_on_go):
     host = symlink_host_on_go
     with pytest.raises(SwitchError, match=r'pointed at go with method=symlink \(state.json\); method=dropin') as exc:
-        switch.switch_service('MTProxy', host['state_dir'], 'c', method='dropin', check_mode=True,
-                              systemd_dir=host['systemd_dir'])
+        flow.switch_service('MTProxy', host['state_dir'], 'c', method='dropin', check_mode=True,
+                            systemd_dir=host['systemd_dir'])
     assert exc.value.details['refused'] == 'method_mismatch'
     assert os.readlink(host['link']) == host['go']
     assert not os.path.exists(host['systemd_dir'])
@@ -106,13 +110,26 @@ def test_method_of_refuses_a_contradiction(state, target, requested):
 
 
 def test_method_of_refuses_unknown_methods():
-    with pytest.raises(SwitchError, match='method must be one of container, dropin, symlink'):
+    with pytest.raises(SwitchError, match='method must be one of dropin, symlink'):
         pt.method_of(None, 'go', 'podman-quadlet')
     with pytest.raises(SwitchError, match='does not know'):
         pt.method_of({'current': 'go', 'method': 'quadlet'}, 'c')
-    assert pt.method_of({'current': 'go', 'method': 'container'}, 'c') == 'container'
-    with pytest.raises(SwitchError, match='method=container contradicts'):
-        pt.method_of({'current': 'go', 'method': 'dropin'}, 'c', 'container')
+
+
+def test_the_runtime_is_the_one_the_frozen_state_records():
+    unit_manifest, container_manifest = {'argv': ['/c']}, {'argv': ['/c'], 'method': 'container'}
+    assert runtime_class(unit_manifest, None) is SystemdRuntime
+    assert runtime_class(container_manifest, None) is ContainerRuntime
+    assert runtime_class(None, {'current': 'go', 'method': 'container'}) is ContainerRuntime
+    assert runtime_class(None, None, 'container') is ContainerRuntime and runtime_class(None, None) is SystemdRuntime
+    assert runtime_class(unit_manifest, {'current': 'go', 'method': 'symlink'}, 'symlink') is SystemdRuntime
+    for manifest, state, requested in ((unit_manifest, None, 'container'), (container_manifest, None, 'dropin'),
+                                       (None, {'current': 'go', 'method': 'dropin'}, 'container')):
+        with pytest.raises(CutoverError, match='method=%s contradicts' % requested) as info:
+            runtime_class(manifest, state, requested)
+        assert info.value.details['refused'] == 'method_mismatch'
+    with pytest.raises(CutoverError, match='does not know'):
+        runtime_class({'argv': ['/c'], 'method': 'quadlet'}, None)
 
 
 def test_symlink_pointing_back_and_forth(symlink_host_on_go):

@@ -5,12 +5,17 @@ import socket
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import host, prewarm
-from ansible_collections.mtproxy.cutover.plugins.module_utils.argv import parse_argv
-from ansible_collections.mtproxy.cutover.plugins.module_utils.prewarm import (
-    PrewarmError, build_prewarm_argv, env_file_text, exit_status, pick_free_ports, prewarm_unit, process_gone,
-    stats_ready, systemd_run_argv)
-from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import parse_environment_file
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import PrewarmError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import prewarm
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.prewarm import stats_ready
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import process
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import parse_argv
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_for
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import systemd as sysrt
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.systemd import (
+    build_prewarm_argv, candidate_unit, env_file_text, exit_status, pick_free_ports, process_gone, systemd_run_argv)
+from ansible_collections.mtproxy.cutover.plugins.module_utils._state import PREWARM_ENV, StateDir
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.unit import parse_environment_file
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'fixtures', 'real-stats')
 SECRET = '00112233445566778899aabbccddeeff'
@@ -30,8 +35,11 @@ def test_captured_argv_is_the_one_in_the_fixture():
 
 
 def test_prewarm_unit_name():
-    assert prewarm_unit('MTProxy') == 'MTProxy-prewarm.service'
-    assert prewarm_unit('MTProxy.service') == 'MTProxy-prewarm.service'
+    assert candidate_unit('MTProxy', 'prewarm') == 'MTProxy-prewarm.service'
+    assert candidate_unit('MTProxy.service', 'prewarm') == 'MTProxy-prewarm.service'
+    assert candidate_unit('MTProxy.service', 'bridge') == 'MTProxy-bridge.service'
+    # An instance of a template: the candidate must not be an instance of the same template.
+    assert candidate_unit('mtproxy@eu\\x2d1.service', 'prewarm') == 'mtproxy-eu\\x2d1-prewarm.service'
 
 
 def test_pick_free_ports_distinct_bindable_and_excluding():
@@ -60,7 +68,7 @@ def test_pick_free_ports_gives_up_when_everything_is_excluded(monkeypatch):
 
         def close(self):
             pass
-    monkeypatch.setattr(prewarm.socket, 'socket', OnePort)
+    monkeypatch.setattr(sysrt.socket, 'socket', OnePort)
     with pytest.raises(PrewarmError, match='free local ports'):
         pick_free_ports(1, exclude=[4242])
 
@@ -105,8 +113,9 @@ def test_env_file_round_trips_through_the_systemd_parser():
 
 
 def test_systemd_run_argv():
-    cmd = systemd_run_argv('MTProxy-prewarm.service', [GO, '-p', '1'], '/opt/MTProxy', 'mtproxy', None,
-                           [{'path': '/etc/default/mtproxy', 'optional': True}, {'path': '/s/prewarm.env'}])
+    cmd = systemd_run_argv('MTProxy-prewarm.service', [GO, '-p', '1'], '/opt/MTProxy',
+                           [{'path': '/etc/default/mtproxy', 'optional': True}, {'path': '/s/prewarm.env'}],
+                           properties=['--property=User=mtproxy'])
     assert cmd[0] == 'systemd-run' and '--unit=MTProxy-prewarm.service' in cmd
     assert '--property=WorkingDirectory=/opt/MTProxy' in cmd and '--property=User=mtproxy' in cmd
     assert not any(c.startswith('--property=Group') for c in cmd)
@@ -160,23 +169,26 @@ def _manifest_dir(tmp_path):
     return str(state_dir), str(binary)
 
 
+def candidate(state_dir):
+    return runtime_for(StateDir(state_dir, 'MTProxy')).candidate('prewarm')
+
+
 def _forbid_commands(monkeypatch):
     def no_run(*args, **kwargs):
         raise AssertionError('nothing may run in check mode: %r' % (args,))
-    monkeypatch.setattr(prewarm, 'run', no_run)
-    monkeypatch.setattr(host, 'run', no_run)
+    monkeypatch.setattr(process, 'run', no_run)
 
 
 def test_check_mode_starts_nothing_and_redacts(tmp_path, monkeypatch):
     state_dir, binary = _manifest_dir(tmp_path)
     _forbid_commands(monkeypatch)
-    result = prewarm.Prewarm('MTProxy', state_dir).start(binary, 5, check_mode=True)
+    result = prewarm.start(candidate(state_dir), binary, 5, check_mode=True)
     assert result['changed'] is True and result['pid'] is None
     assert SECRET not in json.dumps(result)
     assert result['argv'][0] == binary and '<redacted>' in result['argv']
     assert result['stats_url'] == 'http://127.0.0.1:%d/stats' % result['stats_port']
     assert result['stats_port'] not in (19501, 19491) and result['client_ports'][0] not in (19501, 19491)
-    assert not os.path.exists(os.path.join(state_dir, 'MTProxy', prewarm.PREWARM_ENV))
+    assert not os.path.exists(os.path.join(state_dir, 'MTProxy', PREWARM_ENV))
 
 
 def test_failure_quotes_the_journal_redacted_and_cleans_up(tmp_path, monkeypatch):
@@ -188,11 +200,11 @@ def test_failure_quotes_the_journal_redacted_and_cleans_up(tmp_path, monkeypatch
         if argv[0] == 'journalctl':
             return 0, 'argv -S %s\nflag provided but not defined: -p\n' % SECRET, ''
         return 0, '', ''
-    monkeypatch.setattr(prewarm, 'run', fake_run)
-    monkeypatch.setattr(host, 'run', fake_run)
-    job = prewarm.Prewarm('MTProxy', state_dir)
+    monkeypatch.setattr(process, 'run', fake_run)
+    job = candidate(state_dir)
+    job.since = 1700000000
     with pytest.raises(PrewarmError) as info:
-        job.fail('pre-warm of %s exited during start-up' % binary, 1700000000)
+        job.fail('pre-warm of %s exited during start-up' % binary)
     message = str(info.value)
     assert 'flag provided but not defined: -p' in message and SECRET not in message
     assert SECRET not in json.dumps(info.value.details)
@@ -205,6 +217,6 @@ def test_stop_of_a_unit_that_does_not_exist_is_unchanged(tmp_path, monkeypatch):
 
     def fake_run(argv, timeout=60):
         return 0, 'LoadState=not-found\nActiveState=inactive\nMainPID=0\n', ''
-    monkeypatch.setattr(host, 'run', fake_run)
-    result = prewarm.Prewarm('MTProxy', state_dir).stop(5)
+    monkeypatch.setattr(process, 'run', fake_run)
+    result = prewarm.stop(candidate(state_dir), 5)
     assert result['changed'] is False and result['exited'] is True and result['exit_code'] is None

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils import report as rep
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils import report as rep
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils import report_files as rf
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils import timeline
 
-# <root>/ansible_collections/mtproxy/cutover/plugins/module_utils/report.py (tests/conftest.py made it).
+# <root>/ansible_collections/mtproxy/cutover/plugins/plugin_utils/report.py (tests/conftest.py made it).
 COLLECTIONS_ROOT = os.path.abspath(os.path.join(os.path.dirname(rep.__file__), *[os.pardir] * 5))
 
 
@@ -46,6 +46,17 @@ def test_successful_cutover_lists_every_host_on_go(tmp_path):
     assert report["summary"]["on_go"] == 2 and report["summary"]["judged"] == 2
     assert report["hosts"]["h1"]["timings"] == FLIP["timings"]
     assert report["hosts"]["h1"]["flavor"] == "go"
+
+
+def test_a_wave_and_a_window_given_as_text_are_recorded_as_numbers(tmp_path):
+    # ansible-core 2.16 renders "{{ n | int }}" inside a record as text ("0", "6")
+    run_dir = _run(tmp_path)
+    rep.write_record(run_dir, "h1", "flip", dict(FLIP, wave="0"))
+    rep.write_record(run_dir, "h1", "verify", {"verdict": "pass", "failures": [], "window_s": "6"})
+    rep.write_record(run_dir, "h1", "outcome", dict(ON_GO, role="canary", wave="0"))
+    entry = _report(run_dir)["hosts"]["h1"]
+    assert (entry["wave"], entry["window_s"]) == (0, 6)
+    assert (entry["stages"]["flip"]["wave"], entry["stages"]["outcome"]["wave"]) == (0, 0)
 
 
 def test_rolled_back_host_fails_the_cutover_and_shows_metric(tmp_path):
@@ -405,7 +416,8 @@ def _params(run_dir, **kwargs):
 def test_apply_starts_a_run_and_writes_a_record(tmp_path):
     run_dir = str(tmp_path / "new" / "run")
     started = rf.apply(_params(run_dir, run=RUN))
-    assert started["changed"] is False and started["result"] == "running"
+    # It wrote run.json and the report files: a change (of the controller's run directory).
+    assert started["changed"] is True and started["result"] == "running"
     assert rep.load_run(run_dir) == RUN
     result = rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
     with open(os.path.join(run_dir, "hosts", "h1", "flip.json")) as handle:
@@ -471,6 +483,7 @@ def test_apply_in_check_mode_without_run_renders_nothing(tmp_path):
     assert not os.path.exists(run_dir)
     assert result["report"]["run_id"] == "r2"
     empty = rf.apply(_params(run_dir), check_mode=True)
+    # Nothing to write, nothing that would change.
     assert empty == dict(changed=False, report={}, json_path=None, markdown_path=None, timeline_path=None,
                          result=None, note_path=None, run_dir=run_dir)
 
@@ -653,7 +666,8 @@ def test_action_plugin_writes_records_on_the_controller(tmp_path):
     # Running until the final task; then derived from the hosts.
     assert got["started"]["result"] == got["recorded"]["result"] == "running"
     assert report["result"] == "failed" == got["finished"]["result"]
-    assert got["finished"]["report"] == report and got["recorded"]["changed"] is False
+    # The record task wrote its record: changed, as a write of any file is.
+    assert got["finished"]["report"] == report and got["recorded"]["changed"] is True
     with open(os.path.join(run_dir, "report.md")) as handle:
         assert "| localhost | - | - | on_c |" in handle.read()
     # check mode: reported, not written
@@ -761,3 +775,186 @@ def test_report_md_has_a_row_per_bridge_handover(tmp_path):
     rep.write_record(run_dir, "h1", "flip", FLIP)
     rep.write_record(run_dir, "h1", "rollback", {"ok": True, "binary": "/opt/MTProxy/mtproto-proxy", "timings": {}})
     assert "## Bridge handovers" not in rf.render_markdown(_report(run_dir))
+
+
+# --- results read from the hosts: what each host runs at the end of the run, against the run's intent ---
+
+def _info(running, reason=None, **extra):
+    """A registered mtproxy_info result."""
+    return dict({"changed": False, "running": running, "method": "dropin", "binary": "/opt/x", "main_pid": 7,
+                 "argv_matches": running != "unknown", "stats_flavor": running if running != "unknown" else None,
+                 "stats_skipped": None, "recorded": None, "frozen": True, "reason": reason}, **extra)
+
+
+def _proven(run_dir, **proofs):
+    rf.apply(_params(run_dir, proofs=proofs, final=True))
+    return _report(run_dir)
+
+
+FROZEN_C = {"current": "c", "binary": "/opt/MTProxy/mtproto-proxy"}
+FROZEN_GO = {"current": "go", "binary": "/opt/MTProxy/releases/go-x/mtproto-proxy-go"}
+
+
+def test_a_refused_flip_fails_the_cutover_with_the_host_proven_on_c(tmp_path):
+    # exec-at-prefix: the flip is refused, the rescue's rollback changes nothing, the host is on C.
+    run_dir = _run(tmp_path, expected=("h1",), finished=False)
+    rep.write_record(run_dir, "h1", "freeze", FROZEN_C)
+    rep.write_mark(run_dir, "h1", {"start": "flip"})
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "changed": False, "reason": "ExecStart uses the \"@\" prefix"})
+    rep.write_record(run_dir, "h1", "outcome", {"result": "on_c", "reason": "ExecStart uses the \"@\" prefix"})
+    report = _proven(run_dir, h1=_info("c"))
+    entry = report["hosts"]["h1"]
+    assert (entry["result"], entry["running"], entry["intended"], entry["proven"]) == ("on_c", "c", "c", True)
+    assert report["result"] == "failed" and "left on C: h1" in report["problems"]
+    assert entry["reason"] == "ExecStart uses the \"@\" prefix" and entry["attention"] is True
+
+
+def test_a_host_already_on_go_whose_freeze_was_refused_is_on_go(tmp_path):
+    # daily-config-refresh re-run: the freeze refuses (drift) on a host that runs Go since an earlier run.
+    run_dir = _run(tmp_path, expected=("h1", "h2"), finished=False)
+    rep.write_record(run_dir, "h1", "outcome", {"reason": "freeze: drifted from the frozen manifest: files[config]"})
+    rep.write_record(run_dir, "h2", "freeze", FROZEN_C)
+    rf.apply(_params(run_dir, result="failed", reason="h1: freeze: drifted"))
+    report = _proven(run_dir, h1=_info("go"), h2=_info("c"))
+    assert report["hosts"]["h1"]["result"] == "on_go" and report["hosts"]["h1"]["flavor"] == "go"
+    assert "drifted" in report["hosts"]["h1"]["reason"]
+    assert report["hosts"]["h2"]["result"] == "on_c"
+    assert report["result"] == "failed" and report["reason"].startswith("h1: freeze: drifted")
+
+
+def test_a_drifted_host_refused_before_any_change_is_on_c_with_the_refusal(tmp_path):
+    # config_drift: whatever the records left (here none but the stop), the host proven on C is on_c.
+    run_dir = _run(tmp_path, expected=("h1", "h2"), finished=False)
+    rep.write_record(run_dir, "h2", "outcome", {"reason": "freeze: drifted ...: files[config] (/opt/MTProxy/proxy-multi.conf)"})
+    rep.write_record(run_dir, "h1", "freeze", FROZEN_C)
+    rf.apply(_params(run_dir, result="failed", reason="h2: freeze: drifted"))
+    report = _proven(run_dir, h1=_info("c"), h2=_info("c"))
+    assert report["hosts"]["h2"]["result"] == "on_c" and "proxy-multi.conf" in report["hosts"]["h2"]["reason"]
+    assert report["result"] == "failed"
+
+
+@pytest.mark.parametrize("records, running, result, reason", [
+    # Kept on Go, but C runs now: the proof contradicts the intent.
+    ({"flip": FLIP, "outcome": ON_GO}, "c", "failed", "runs C, but the run kept it on Go"),
+    # Rolled back, but Go runs now.
+    ({"flip": FLIP, "rollback": {"ok": True, "changed": True}, "outcome": {"result": "rolled_back", "reason": "x"}},
+     "go", "failed", "runs Go, but the run rolled it back to C"),
+    # Never flipped by this run, C at the freeze, Go now.
+    ({"freeze": FROZEN_C}, "go", "failed", "runs Go, but the run did not flip it, and it ran C at the freeze"),
+    # Flipped and never judged (the run died in its window), Go proven: on Go, still never judged.
+    ({"flip": FLIP}, "go", "on_go", "flipped to Go but never judged"),
+    # Cannot be proven.
+    ({"flip": FLIP, "outcome": ON_GO}, "unknown", "unknown", "what it runs cannot be proven: the unit is not active"),
+])
+def test_the_proof_is_set_against_the_intent(tmp_path, records, running, result, reason):
+    run_dir = _run(tmp_path, finished=False)
+    for stage, record in records.items():
+        rep.write_record(run_dir, "h1", stage, record)
+    report = _proven(run_dir, h1=_info(running, "the unit is not active" if running == "unknown" else None))
+    entry = report["hosts"]["h1"]
+    assert (entry["result"], entry["reason"].split("; ")[0]) == (result, reason), entry["reason"]
+    assert report["result"] == ("success" if result == "on_go" and "never" not in reason else "failed")
+
+
+def test_a_host_on_go_is_never_on_c(tmp_path):
+    # Whatever the records say (here a prepared host frozen on C), a host proven on Go is not on_c.
+    run_dir = _run(tmp_path, finished=False, settings={"stop_after": "freeze"})
+    rep.write_record(run_dir, "h1", "freeze", FROZEN_C)
+    rep.write_record(run_dir, "h1", "outcome", {"result": "on_c", "reason": "prepared"})
+    report = _proven(run_dir, h1=_info("go"))
+    assert report["hosts"]["h1"]["result"] == "failed" and report["hosts"]["h1"]["running"] == "go"
+
+
+def test_a_prepared_run_judges_each_host_by_what_it_runs(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2"), finished=False, settings={"stop_after": "stage"})
+    rep.write_record(run_dir, "h1", "freeze", FROZEN_C)
+    rep.write_record(run_dir, "h2", "freeze", FROZEN_GO)
+    report = _proven(run_dir, h1=_info("c"), h2=_info("go"))
+    assert {h: (e["result"], e["judged"]) for h, e in report["hosts"].items()} == {
+        "h1": ("on_c", True), "h2": ("on_go", True)}
+    assert report["hosts"]["h1"]["reason"] == "prepared: stopped after the stage as asked, nothing flipped"
+    assert report["result"] == "success", report["problems"]
+
+
+def test_unreachable_at_the_end_and_a_failed_step_keep_their_results(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2", "h3"), playbook="rollback", finished=False)
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "changed": True, "reason": "requested"})
+    rep.write_record(run_dir, "h2", "outcome", {"result": "failed", "reason": "rollback failed (no manifest)"})
+    rep.write_record(run_dir, "h3", "rollback", {"ok": True, "changed": True})
+    gone = {"unreachable": True, "msg": "Failed to connect to the host via ssh"}
+    docker_gone = {"failed": True, "msg": "MODULE FAILURE", "module_stderr": "Error: No such container: h3"}
+    report = _proven(run_dir, h1=_info("c"), h2=_info("unknown", "never frozen"), h3=docker_gone)
+    results = {h: e["result"] for h, e in report["hosts"].items()}
+    assert results == {"h1": "rolled_back", "h2": "failed", "h3": "unreachable"}
+    assert report["hosts"]["h3"]["reason"].startswith("went away during the run: does not answer: Error: No such container")
+    assert rep.proof_record(gone) == {"reachable": False, "running": "unknown",
+                                      "reason": "does not answer: unreachable: Failed to connect to the host via ssh"}
+    assert rep.proof_record({"skipped": True}) is None and rep.proof_record(None) is None
+    assert rep.proof_record({"failed": True, "msg": "timeout must be more"})["reason"] == \
+        "mtproxy_info failed: timeout must be more"
+
+
+def test_a_drill_that_leaves_its_host_on_go_fails(tmp_path):
+    run_dir = _run(tmp_path, playbook="drill", finished=False)
+    rep.write_record(run_dir, "h1", "outcome", {"result": "on_c", "envelope_ok": True, "reason": ""})
+    report = _proven(run_dir, h1=_info("go"))
+    assert report["hosts"]["h1"]["result"] == "failed" and report["result"] == "failed"
+
+
+def test_proofs_are_written_as_records_and_the_task_says_it_changed_something(tmp_path):
+    run_dir = _run(tmp_path, finished=False)
+    result = rf.apply(_params(run_dir, proofs={"h1": _info("c"), "h2": {"skipped": True}}, final=True))
+    assert result["changed"] is True
+    with open(os.path.join(run_dir, "hosts", "h1", "proof.json")) as handle:
+        proof = json.load(handle)
+    assert proof["running"] == "c" and proof["reachable"] is True and "changed" not in proof
+    assert not os.path.exists(os.path.join(run_dir, "hosts", "h2"))
+
+
+def test_a_run_under_ansible_runner_warns_when_its_reports_would_go_with_the_job(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    inside, outside = str(project / "artifacts" / "r1"), str(tmp_path / "kept" / "r1")
+    runner = {rf.RUNNER_ENV: "/runner/artifacts/7"}
+    assert "inside the job's project directory" in rf.runner_warning(inside, runner, str(project))
+    assert rf.runner_warning(outside, runner, str(project)) is None
+    assert rf.runner_warning(inside, {}, str(project)) is None
+    monkeypatch.chdir(str(project))
+    monkeypatch.setenv(rf.RUNNER_ENV, "/runner/artifacts/7")
+    started = rf.apply(_params("artifacts/r2", run=RUN))
+    assert started["warnings"] == [rf.runner_warning(os.path.abspath("artifacts/r2"))]
+    assert "warnings" not in rf.apply(_params("artifacts/r2", host="h1", stage="flip", record=FLIP))
+
+
+def test_a_host_another_run_holds_is_locked_never_a_verdict_and_the_markdown_says_so(tmp_path):
+    run_dir = _run(tmp_path, playbook="rollback", expected=("h1", "h2"), finished=False)
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "changed": True, "reason": "requested"})
+    rep.write_record(run_dir, "h1", "lock", {"broken": "its lease ran out at 2026-12-06T10:00:00Z", "taken_over_from": None,
+                                             "previous": {"run_id": "cutover-old"}})
+    rep.write_record(run_dir, "h2", "outcome", {"result": "locked",
+                                                "reason": "MTProxy is locked by run cutover-7 (cutover from op@ctl-a)"})
+    # h2 runs Go (the other run flipped it): the report says what it runs, and that it was left alone.
+    report = _proven(run_dir, h1=_info("c"), h2=_info("go"))
+    h1, h2 = report["hosts"]["h1"], report["hosts"]["h2"]
+    assert (h2["result"], h2["judged"], h2["running"], h2["attention"]) == ("locked", False, "go", True)
+    assert "locked by run cutover-7" in h2["reason"]
+    assert (h1["result"], h1["lock"]["previous"]["run_id"]) == ("rolled_back", "cutover-old")
+    assert report["result"] == "failed" and report["reason"] == "held by another run: h2"
+    assert report["summary"]["locked"] == 1
+    with open(os.path.join(run_dir, "report.md")) as handle:
+        markdown = handle.read()
+    assert "held by another run 1" in markdown and "- h2 locked: MTProxy is locked by run cutover-7" in markdown
+    assert "- h1: broke the lock of run cutover-old: its lease ran out at 2026-12-06T10:00:00Z" in markdown
+
+
+def test_a_takeover_is_in_the_report_of_the_run_that_took_the_host(tmp_path):
+    run_dir = _run(tmp_path, playbook="rollback", finished=False)
+    taken = {"run_id": "cutover-7", "playbook": "cutover", "user": "op", "controller": "ctl-a",
+             "taken_at": "2026-12-06T10:00:00Z"}
+    rep.write_record(run_dir, "h1", "rollback", {"ok": True, "changed": True, "reason": "requested"})
+    rep.write_record(run_dir, "h1", "lock", {"broken": None, "previous": taken, "taken_over_from": taken})
+    report = _proven(run_dir, h1=_info("c"))
+    assert report["result"] == "success" and report["hosts"]["h1"]["lock"]["taken_over_from"]["run_id"] == "cutover-7"
+    with open(os.path.join(run_dir, "report.md")) as handle:
+        assert ("- h1: taken over from run cutover-7 (cutover from op@ctl-a, since 2026-12-06T10:00:00Z): that run "
+                "changes nothing more on it") in handle.read()

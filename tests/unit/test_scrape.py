@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.judge import sample_from_scrape
-from ansible_collections.mtproxy.cutover.plugins.module_utils.scrape import check_loopback_url, fetch
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.judge import sample_from_scrape
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.scrape import check_loopback_url, fetch
 
 from stats_fixtures import capture
 

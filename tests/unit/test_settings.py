@@ -77,7 +77,7 @@ def test_spec_choices_cover_the_documented_values():
     spec = _spec()
     assert spec["mtproxy_cutover_stop_after"]["choices"] == ["freeze", "stage"]
     assert spec["mtproxy_cutover_rollback_scope"]["choices"] == ["host", "wave", "fleet"]
-    assert spec["mtproxy_cutover_method"]["choices"] == ["container", "dropin", "symlink"]
+    assert spec["mtproxy_cutover_method"]["choices"] == ["compose", "container", "dropin", "symlink"]
     assert spec["mtproxy_cutover_inconclusive"]["choices"] == ["fail", "pass"]
     assert spec["mtproxy_cutover_go_binary_url_password"]["no_log"] is True
 
@@ -155,3 +155,93 @@ def test_an_empty_stop_after_is_not_set_and_needs_no_empty_choice():
     assert "mtproxy_cutover_stop_after" not in result["spec"] and "mtproxy_cutover_method" in result["spec"]
     result = check_settings({"mtproxy_cutover_stop_after": "stge"}, _spec())
     assert result["settings"] == {"mtproxy_cutover_stop_after": "stge"} and result["spec"] == _spec()
+
+
+# --- resolved once: one value per setting, from the argument spec's defaults --------------------------
+
+from ansible_collections.mtproxy.cutover.plugins.filter.settings_resolve import settings_resolve  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.filter.run_settings_problems import FilterModule as RunProblems  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.plugin_utils.settings import (  # noqa: E402
+    resolve_settings, run_settings_problems, short_name)
+
+
+def test_every_setting_has_one_literal_default_in_the_spec_and_no_role_defaults_it_again():
+    spec = _spec()
+    # stop_after is the one setting without a value when not given (its choices have no empty item).
+    assert sorted(name for name, option in spec.items() if "default" not in option) == ["mtproxy_cutover_stop_after"]
+    for name, option in spec.items():
+        assert "{{" not in str(option.get("default")), name
+    # No role and no playbook re-defaults a setting: they read preflight_settings.
+    redefaulted = []
+    for top in ("roles", "playbooks"):
+        for base, dummy, files in os.walk(os.path.join(REPO, top)):
+            for name in files:
+                if name.endswith(".yml"):
+                    with open(os.path.join(base, name)) as handle:
+                        text = handle.read()
+                    redefaulted += ["%s: %s" % (name, m) for m in re.findall(r"mtproxy_(?:cutover|drill)_\w+ *\| *default\(", text)]
+    assert redefaulted == []
+
+
+def test_resolving_gives_every_setting_a_value_converted_to_its_type():
+    result = resolve_settings({"mtproxy_cutover_canary_window_s": "4", "mtproxy_cutover_control_group": "false",
+                               "mtproxy_drill_envelope_factor": "2.5"})
+    settings = result["settings"]
+    assert result["problems"] == []
+    assert (settings["canary_window_s"], settings["control_group"], settings["drill_envelope_factor"]) == (4, False, 2.5)
+    assert (settings["service"], settings["state_dir"], settings["canary_group"], settings["method"]) == (
+        "MTProxy", "/var/lib/mtproxy-cutover", "mtproxy_canary", "dropin")
+    assert settings["serial"] == [1, "25%", "100%"] and settings["wave_window_s"] == 120
+    assert settings["canary_window_s"] != settings["drill_window_s"] == 30
+    assert settings["stop_after"] is None and settings["thresholds"] == {}
+    assert sorted(settings) == sorted(short_name(name) for name in _spec())
+
+
+def test_paths_on_the_controller_are_resolved_absolute_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "drain.yml").write_text("---\n[]\n")
+    settings = resolve_settings({"mtproxy_cutover_go_binary": "./go", "mtproxy_cutover_before_flip_tasks": "drain.yml",
+                                 "mtproxy_cutover_go_image_archive": "img.tar"})["settings"]
+    assert settings["go_binary"] == str(tmp_path / "go") and settings["go_image_archive"] == str(tmp_path / "img.tar")
+    assert settings["before_flip_tasks"] == str(tmp_path / "drain.yml") and settings["after_flip_tasks"] == ""
+    assert settings["artifacts_dir"] == str(tmp_path / "artifacts") and settings["report_template"] == ""
+
+
+def test_every_mistake_is_one_problem_and_no_log_values_never_show():
+    given = {"mtproxy_cutover_stop_afer": "stage", "mtproxy_cutover_rollback_scope": "flet",
+             "mtproxy_cutover_canary_window_s": "five", "mtproxy_cutover_go_binary_url_headers": "Bearer s3cr3t",
+             "mtproxy_cutover_go_binary_url_password": ["s3cr3t"], "mtproxy_cutover_serial": "0"}
+    problems = settings_resolve(given)["problems"]
+    assert problems[0] == "unknown setting(s) mtproxy_cutover_stop_afer (did you mean mtproxy_cutover_stop_after?)"
+    text = "; ".join(problems)
+    for expected in ("value of mtproxy_cutover_rollback_scope must be one of: host, wave, fleet, got: flet",
+                     "mtproxy_cutover_canary_window_s", "mtproxy_cutover_go_binary_url_headers",
+                     "mtproxy_cutover_serial: 0 is not a positive number of hosts"):
+        assert expected in text, text
+    assert "s3cr3t" not in text
+
+
+def test_an_empty_stop_after_resolves_to_not_set():
+    assert resolve_settings({"mtproxy_cutover_stop_after": ""}) == resolve_settings({})
+    assert resolve_settings({"mtproxy_cutover_stop_after": "stage"})["settings"]["stop_after"] == "stage"
+
+
+def test_the_spec_keeps_credentials_out_of_logs():
+    spec = _spec()
+    assert spec["mtproxy_cutover_go_binary_url_password"]["no_log"] is True
+    assert spec["mtproxy_cutover_go_binary_url_headers"]["no_log"] is True
+
+
+def test_run_wide_settings_must_agree_on_every_host():
+    one = resolve_settings({"mtproxy_cutover_canary_group": "canaries_eu"})["settings"]
+    other = resolve_settings({"mtproxy_cutover_canary_group": "canaries_us",
+                              "mtproxy_cutover_go_binary_url_password": "s3cr3t",
+                              "mtproxy_cutover_service": "mtproxy-eu"})["settings"]
+    problems = RunProblems().filters()["run_settings_problems"]({"h1": one, "h2": dict(one), "h3": other})
+    assert problems == [
+        "mtproxy_cutover_go_binary_url_password differs between the hosts of the run (h1, h2: (hidden); h3: (hidden)): "
+        "it is one value for the whole run; set it once, in group_vars/all or with -e",
+        "mtproxy_cutover_canary_group differs between the hosts of the run (h1, h2: \"canaries_eu\"; "
+        "h3: \"canaries_us\"): it is one value for the whole run; set it once, in group_vars/all or with -e"]
+    # A per-host setting (the service) may differ.
+    assert run_settings_problems({"h1": one, "h2": dict(one, service="x")}) == []

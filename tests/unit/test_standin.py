@@ -1097,6 +1097,30 @@ def test_launcher_runs_the_installed_module_with_the_flavour_of_its_name(tmp_pat
     assert words in bad_option_stderr(binary, env)
 
 
+def test_master_launcher_is_the_later_go_port_that_rejects_the_c_flags(tmp_path):
+    # The incompatible_binary scenario's Go release when no real build of the later port is given:
+    # staged as mtproto-proxy-go (the Go flavour's name), it still rejects -p, word for word as
+    # that build does; MTPROXY_GO_INCOMPATIBLE_BINARY, when set, is checked against the same capture.
+    binary = tmp_path / "mtproto-proxy-go"
+    env = launcher_at(tmp_path, binary)
+    shutil.copy(os.path.join(STANDIN_DIR, "mtproxy_standin_master_launcher.py"), str(binary))
+    args = ["-u", "nobody", "-p", "8888", "--http-stats", "-H", "443", "-S", SECRET, "--aes-pwd", "aes-pwd",
+            "backend.conf", "-M", "1", "-c", "512"]
+    commands = [(str(binary), [sys.executable, "-S", str(binary)])]
+    real = os.environ.get("MTPROXY_GO_INCOMPATIBLE_BINARY")
+    if real:
+        commands.append((real, [real]))
+    for path, command in commands:
+        proc = subprocess.run(command + args, capture_output=True, text=True, timeout=60, env=env, check=False,
+                              cwd=str(tmp_path))
+        assert (proc.returncode, proc.stdout) == (2, ""), path
+        assert proc.stderr == real_text("gonew-exact-C-flags-M1.stderr.txt", "/opt/MTProxy/mtproto-proxy-go-new", path)
+    # Flags it defines pass its parser (-u takes a value); the first undefined one is named.
+    proc = subprocess.run([sys.executable, "-S", str(binary), "-u", "nobody", "--http-stats", "-c", "512", "backend.conf"],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("flag provided but not defined: -c\n")
+
+
 @pytest.mark.parametrize("target, words", [
     ("mtproto-proxy-go", GO_BAD_OPTION),
     ("mtproto-proxy-c", C_BAD_OPTION),

@@ -1,7 +1,7 @@
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.stats import (
-    REDACTED, StatsParseError, detect_flavor, parse_stats, parse_value)
+from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.stats import (
+    REDACTED, StatsParseError, detect_flavor, parse_stats, parse_value, redacted_body)
 
 from stats_fixtures import capture, capture_names, go_not_ready, with_values
 
@@ -85,6 +85,19 @@ def test_bytes_input_and_redaction():
     assert redacted['aes_pwd_hash'] == REDACTED
     assert parsed.values['aes_pwd_hash'] != REDACTED
     assert redacted['pid'] == parsed.values['pid']
+
+
+@pytest.mark.parametrize('name', ['c-M1-idle-start.txt', 'go-M1-idle-start.txt'])
+def test_a_redacted_body_keeps_every_line_but_the_password_hash(name):
+    body = capture(name)
+    secret = parse_stats(body).values.get('aes_pwd_hash')
+    redacted = redacted_body(body)
+    assert len(redacted.split('\n')) == len(body.split('\n'))
+    changed = [(a, b) for a, b in zip(body.split('\n'), redacted.split('\n')) if a != b]
+    if secret:
+        assert changed == [('aes_pwd_hash\t' + secret, 'aes_pwd_hash\t' + REDACTED)] and secret not in redacted
+    else:
+        assert changed == [] and redacted == body
 
 
 @pytest.mark.parametrize('body, kind', [

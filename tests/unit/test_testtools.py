@@ -377,6 +377,53 @@ def test_testbackend_never_closes_a_go_connection_by_itself(backends):
     assert "8 MiB" in backend.stderr()
 
 
+def test_testbackend_reset_go_after_resets_go_connections_and_still_answers_rpc(backends, aes_pwd):
+    # The environment's fault for the Go port's backend path: N frames answered per Go connection,
+    # then an RST (what the real Go port counts as a response error and marks the target for).
+    backend = backends("--aes-pwd", aes_pwd, "--reset-go-after", "2")
+    go = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
+    rpc, session = rpc_open(backend.port)
+    try:
+        packets = [wire.req_pq_multi(nonce=bytes([n]) * 16) for n in range(3)]
+        for packet in packets[:2]:
+            go.sendall(wire.go_frame(packet))
+            assert read_go_frames(go, 1) == [packet]
+        go.sendall(wire.go_frame(packets[2]))
+        go.settimeout(3)
+        with pytest.raises(ConnectionResetError):
+            while go.recv(65536):
+                pass
+        # a new Go connection gets its own N answers; C's RPC on the same port is not touched
+        again = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
+        again.sendall(wire.go_frame(packets[0]))
+        assert read_go_frames(again, 1) == [packets[0]]
+        again.close()
+        rpc.sendall(session.send(wire.proxy_req(7, ("127.0.0.1", 4000), ("127.0.0.1", 443), packets[0])))
+        answers = rpc_read(rpc, session, 1)
+        assert wire.op_of(answers[0]) == wire.RPC_PROXY_ANS
+    finally:
+        go.close()
+        rpc.close()
+    summary = backend.summary()
+    want = {"go_connections": 2, "go_frames": 4, "go_replies": 3, "go_resets": 1, "rpc_answers": 1, "errors": 0}
+    assert dict((k, summary[k]) for k in want) == want
+
+
+def test_testbackend_reset_go_after_zero_resets_at_the_first_frame(backends):
+    backend = backends("--reset-go-after", "0")
+    sock = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
+    try:
+        sock.sendall(wire.go_frame(wire.req_pq_multi()))
+        assert closed_by_peer(sock)
+    finally:
+        sock.close()
+    summary = backend.summary()
+    assert (summary["go_frames"], summary["go_replies"], summary["go_resets"]) == (1, 0, 1)
+    bad = subprocess.run([sys.executable, TESTBACKEND, "--port", "1", "--reset-go-after", "-1"],
+                         capture_output=True, timeout=30, check=False)
+    assert bad.returncode == 2 and b"--reset-go-after" in bad.stderr
+
+
 def test_first_bytes_tell_rpc_from_go_frames():
     classify = testbackend.classify
     nonce = wire.RpcSession("proxy", ("127.0.0.1", 1), ("127.0.0.1", 2), AES_PWD).start()
@@ -797,3 +844,68 @@ def test_testclient_counts_refused_connects_and_exits_1():
     out = client(free_port(), "--mode", "junk", "--count", "3", check=False)
     summary = json.loads(out.stdout.decode())
     assert out.returncode == 1 and (summary["refused"], summary["connected"]) == (3, 0)
+
+
+# ---------------------------------------------------------------- the test killer
+
+TESTKILLER = os.path.join(STANDIN_DIR, "mtproxy_testkiller.py")
+# systemctl as the killer uses it: `show -p MainPID --value UNIT` prints the pid in $FAKE_MAIN_PID_FILE,
+# `kill --signal=SIGKILL UNIT` kills that pid and logs the call.
+FAKE_SYSTEMCTL = """#!/bin/sh
+pid=$(cat "$FAKE_MAIN_PID_FILE" 2>/dev/null || echo 0)
+case "$1" in
+  show) echo "$pid" ;;
+  kill) echo "$*" >>"$FAKE_SYSTEMCTL_LOG"; kill -KILL "$pid" 2>/dev/null ;;
+esac
+"""
+
+
+def test_testkiller_kills_the_named_binary_after_its_time_and_spares_others(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    pid_file, log = tmp_path / "main.pid", tmp_path / "systemctl.log"
+    env = dict(os.environ, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), FAKE_MAIN_PID_FILE=str(pid_file),
+               FAKE_SYSTEMCTL_LOG=str(log))
+
+    def service(argv0):
+        """A main process whose argv[0] is argv0 (exec -a), as systemd would run that binary."""
+        proc = subprocess.Popen(["bash", "-c", 'exec -a "$0" sleep 30', argv0])
+        pid_file.write_text(str(proc.pid))
+        return proc
+
+    c_binary = service("/opt/MTProxy/mtproto-proxy")
+    killer = subprocess.Popen([sys.executable, TESTKILLER, "--after-s", "0.6", "--max-kills", "2",
+                               "--max-seconds", "20", "--poll-s", "0.05", "--stats-file", str(tmp_path / "k.json")],
+                              stdout=subprocess.PIPE, env=env)
+    try:
+        time.sleep(1.0)
+        assert c_binary.poll() is None, "the C binary was killed"
+        c_binary.kill()
+        c_binary.wait()
+        kills = []
+        for _restart in range(3):  # every start of the Go binary dies, up to --max-kills
+            go = service("/opt/MTProxy/releases/go-0123456789ab/mtproto-proxy-go")
+            started = time.monotonic()
+            if wait_for(lambda: go.poll() is not None, 5):
+                kills.append((go.returncode, time.monotonic() - started))
+            else:
+                go.kill()
+                go.wait()
+        assert [code for code, _alive in kills] == [-signal.SIGKILL] * 2
+        assert all(0.5 <= alive < 3.0 for _code, alive in kills), kills
+    finally:
+        killer.send_signal(signal.SIGTERM)
+        out, _err = killer.communicate(timeout=10)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [line.get("kills") for line in lines] == [1, 2, 2]
+    assert lines[0]["binary"].endswith("/mtproto-proxy-go") and lines[0]["alive_s"] >= 0.6
+    assert log.read_text().split("\n")[:2] == ["kill --signal=SIGKILL MTProxy.service"] * 2
+    assert json.loads((tmp_path / "k.json").read_text())["kills"] == 2
+
+
+def test_testkiller_refuses_bad_arguments():
+    for bad in (["--binary-name", "a/b"], ["--max-kills", "1001"], ["--max-seconds", "0"], ["--after-s", "-1"]):
+        out = subprocess.run([sys.executable, TESTKILLER] + bad, capture_output=True, timeout=30, check=False)
+        assert out.returncode == 2, bad

@@ -204,3 +204,78 @@ def test_client_traffic_moves_the_measured_counters(workdir, flavour, transport)
     finally:
         for process in reversed(started):
             process.stop()
+
+
+# The failing-canary fault of the scenarios: the backend resets the Go port's connections (a fault of
+# the environment, whatever the build). Measured on the real golang port (tests/fixtures/real-stats/
+# README.md): the first failed exchange is a response error and marks that (cluster, target)
+# unhealthy until the process restarts; every later packet of the cluster is dropped as a route error.
+RESET_AFTER = 2
+GO_RESET_WATCHED = ("forward_successful", "forward_failed", "outbound_sends", "outbound_responses",
+                    "outbound_response_errors", "outbound_reconnects", "dataplane_packets_outbound_errors",
+                    "dataplane_packets_route_errors", "dataplane_packets_dropped", "dataplane_packets_total")
+
+
+@pytest.mark.parametrize("flavour", ["c", "go"])
+def test_a_backend_resetting_go_connections_drops_go_packets_and_not_c_ones(workdir, flavour):
+    command = binary_for(flavour, workdir)
+    stats_port, client_port, backend_port = free_port(), free_port(), free_port()
+    aes_pwd = write(workdir, "aes-pwd", os.urandom(128))
+    conf = write(workdir, "backend.conf", ("default 2;\nproxy_for 2 127.0.0.1:%d;\nproxy_for -2 127.0.0.1:%d;\n"
+                                           % (backend_port, backend_port)).encode())
+    started = []
+    try:
+        backend = Process([sys.executable, TESTBACKEND, "--port", str(backend_port), "--aes-pwd", aes_pwd,
+                           "--stats-file", os.path.join(workdir, "backend.json"), "--max-seconds", "120",
+                           "--reset-go-after", str(RESET_AFTER)], workdir, "backend")
+        started.append(backend)
+        assert wait_for(lambda: os.path.exists(os.path.join(workdir, "backend.json")), 10), backend.text()
+        argv = command + (["-u", "nobody"] if os.geteuid() == 0 else []) + [
+            "-p", str(stats_port), "--http-stats", "-H", str(client_port), "-S", SECRET, "--aes-pwd", aes_pwd,
+            conf, "-M", "1", "-c", "512"] + (["--address", "127.0.0.1"] if flavour == "go" else [])
+        proxy = Process(argv, workdir, "proxy")
+        started.append(proxy)
+        ready_key = "total_ready_targets" if flavour == "c" else "has_current_config"
+        assert wait_for(lambda: (stats(stats_port) or {}).get(ready_key) == "1", 15), proxy.text()
+        before = stats(stats_port)
+        # One connection at a time: the order of the exchanges on the shared Go connection is fixed.
+        dc2 = run_client(client_port, "--mode", "obf", "--count", str(CONNECTIONS), "--packets", str(PACKETS),
+                         "--concurrency", "1")
+        watched = WATCHED["c"] if flavour == "c" else GO_RESET_WATCHED
+        middle = settled_stats(stats_port, watched)
+        other = run_client(client_port, "--mode", "obf", "--count", "1", "--packets", str(PACKETS),
+                           "--concurrency", "1", "--dc", "-2")
+        after = settled_stats(stats_port, watched)
+        assert middle and after, proxy.text()
+        if flavour == "c":
+            # C's RPC on the same port is answered as before.
+            assert (dc2["replies"], other["replies"]) == (N, PACKETS)
+            assert dict((k, delta(before, after, k)) for k in WATCHED["c"]) == {
+                "tot_forwarded_queries": N + PACKETS, "tot_forwarded_responses": N + PACKETS,
+                "dropped_queries": 0, "dropped_responses": 0}
+        else:
+            assert (dc2["replies"], other["replies"]) == (RESET_AFTER, RESET_AFTER)
+            assert dict((k, delta(before, middle, k)) for k in GO_RESET_WATCHED) == {
+                "forward_successful": RESET_AFTER + 1, "forward_failed": N - RESET_AFTER - 1,
+                "outbound_sends": RESET_AFTER + 1, "outbound_responses": RESET_AFTER, "outbound_response_errors": 1,
+                "outbound_reconnects": 0, "dataplane_packets_outbound_errors": 1,
+                "dataplane_packets_route_errors": N - RESET_AFTER - 1,
+                "dataplane_packets_dropped": N - RESET_AFTER, "dataplane_packets_total": N}
+            assert (middle["targets_healthy"], middle["targets_unhealthy"]) == ("1", "1")
+            assert middle["forward_last_error"] == "no healthy targets available for cluster 2"
+            # Cluster -2 on the same address was still healthy: a new connection, the same fault.
+            assert dict((k, delta(middle, after, k)) for k in GO_RESET_WATCHED) == {
+                "forward_successful": RESET_AFTER + 1, "forward_failed": PACKETS - RESET_AFTER - 1,
+                "outbound_sends": RESET_AFTER + 1, "outbound_responses": RESET_AFTER, "outbound_response_errors": 1,
+                "outbound_reconnects": 1, "dataplane_packets_outbound_errors": 1,
+                "dataplane_packets_route_errors": PACKETS - RESET_AFTER - 1,
+                "dataplane_packets_dropped": PACKETS - RESET_AFTER, "dataplane_packets_total": PACKETS}
+            assert (after["targets_healthy"], after["targets_unhealthy"]) == ("0", "2")
+        proxy.stop()
+        backend.stop()
+        with open(os.path.join(workdir, "backend.json")) as handle:
+            served = json.load(handle)
+        assert served["go_resets"] == (0 if flavour == "c" else 2) and served["errors"] == 0, served
+    finally:
+        for process in reversed(started):
+            process.stop()

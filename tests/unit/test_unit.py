@@ -1,7 +1,7 @@
 """systemd unit reading: systemctl show output, ExecStart text, environment, drop-in rendering."""
 import pytest
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils.unit import (
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.unit import (
     CUTOVER_DROPIN, UnitError, drop_in_paths, exec_start_entries, exec_start_from_unit_texts,
     exec_start_source, expand_environment, is_cutover_dropin, main_pid, parse_environment_file,
     parse_environment_files, parse_exec_command, parse_show, parse_show_environment,

@@ -153,6 +153,16 @@ def host_state(host):
     return host_json(host, path) if host.file(path).exists else None
 
 
+def environment_faults(host):
+    """What the host's fault tools (tests/hosts/prepare_proxy_host.yml) did, from their stats files:
+    {"backend": the test backend's counts, "killer": the test killer's, or None where it does not run}."""
+    found = {}
+    for key, path in (("backend", "/var/lib/mtproxy-test/backend.json"), ("killer", "/var/lib/mtproxy-test/killer.json")):
+        handle = host.file(path)
+        found[key] = json.loads(handle.content_string) if handle.exists else None
+    return found
+
+
 def incident_note(run_id, hostname):
     """Text of the incident note of a host in a run, or None."""
     path = os.path.join(artifacts_dir(), run_id, "incidents", hostname + ".md")

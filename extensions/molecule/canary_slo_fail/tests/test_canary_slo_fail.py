@@ -1,4 +1,5 @@
-"""A canary whose error counters climb on Go is rolled back automatically; no other host is touched."""
+"""A canary whose backend fails the Go port's traffic (the test backend resets its connections) drops
+packets on Go: it is rolled back automatically; no other host is touched."""
 
 import pathlib
 import sys
@@ -37,6 +38,18 @@ def test_other_hosts_never_flipped():
         if name != CANARY:
             assert entry["result"] == "on_c"
             assert "flip" not in entry["stages"]
+
+
+def test_the_fault_was_the_backends_and_c_never_met_it(host):
+    # The canary's backend reset the Go port's connections (the Go port dials only on traffic,
+    # marks the target unhealthy at the first reset and dials no more); C's RPC was answered on
+    # every host, the canary's too.
+    backend = cc.environment_faults(host)["backend"]
+    assert backend is not None and backend["rpc_answers"] > 0 and backend["errors"] == 0, backend
+    if host.backend.get_hostname() == CANARY:
+        assert backend["go_resets"] >= 1 and backend["go_replies"] == 0, backend
+    else:
+        assert backend["go_connections"] == backend["go_resets"] == 0, backend
 
 
 def test_every_host_runs_c_with_its_original_argv(host):

@@ -42,6 +42,15 @@ def test_fleet_scope_rolls_back_the_earlier_hosts_too():
     assert "fleet rollback" in report["hosts"]["crash_mid_wave-h1"]["reason"]
 
 
+def test_the_kills_came_from_outside_the_binary(host):
+    # mtproxy-testkiller.service runs on the crashing host only and killed its Go processes there.
+    killer = cc.environment_faults(host)["killer"]
+    if host.backend.get_hostname() == CRASHING:
+        assert killer is not None and killer["kills"] >= 1 and killer["binary_name"] == "mtproto-proxy-go", killer
+    else:
+        assert killer is None
+
+
 def test_every_host_ends_on_c_with_its_original_argv(host):
     assert cc.service_argv(host) == cc.pristine_argv(host)
     assert not host.file(cc.DROPIN).exists

@@ -1,5 +1,7 @@
 """After cutover + rollback.yml every host runs the C binary with its original argv again."""
 
+import json
+import os
 import pathlib
 import sys
 
@@ -34,7 +36,7 @@ def test_rollback_report(host):
 def test_drill_switched_twice_within_the_envelope():
     report = cc.load_report("%s-drill" % cc.scenario_name())
     assert report["result"] == "success", report.get("reason")
-    canary = report["hosts"]["rollback-h1"]
+    canary = report["hosts"]["%s-h1" % cc.scenario_name()]  # also run by rollback_trixie
     outcome = canary["stages"]["outcome"]
     assert outcome["envelope_ok"] is True
     envelope = outcome["envelope"]
@@ -42,3 +44,30 @@ def test_drill_switched_twice_within_the_envelope():
         assert float(envelope[key]) <= float(envelope["limit_start_ms"])
     assert canary["stages"]["flip"]["timings"]["unavailable_ms"] > 0
     assert canary["stages"]["rollback"]["argv_matches"] is True
+
+
+def test_drill_wrote_the_phase8_report_in_the_go_ports_format(host):
+    # The Go port's drill (branch golang, integration/cli/phase8_cutover_integration_test.go) writes these
+    # fields in this order, 2-space indented, with a final newline; default envelope: factor 3, slack 500 ms.
+    path = os.path.join(cc.artifacts_dir(), "%s-drill" % cc.scenario_name(), "phase8-cutover-report.json")
+    with open(path) as handle:
+        text = handle.read()
+    document = json.loads(text)
+    assert list(document) == ["generated_at", "go_os", "go_arch", "thresholds", "steps"]
+    assert text.endswith("}\n") and text.startswith('{\n  "generated_at": "')
+    goarch = {"x86_64": "amd64", "aarch64": "arm64"}[host.check_output("uname -m").strip()]
+    assert (document["go_os"], document["go_arch"]) == ("linux", goarch)
+    guard = "cutover_go and rollback_c <= baseline_c*3 + 500ms"
+    assert document["thresholds"] == {"shutdown": guard, "startup": guard}
+    steps = document["steps"]
+    assert [(s["name"], s["binary"]) for s in steps] == [
+        ("baseline_c", "mtproto-proxy"), ("cutover_go", "mtproto-proxy-go"), ("rollback_c", "mtproto-proxy")]
+    fields = ["name", "binary", "startup_latency_ms", "shutdown_latency_ms", "stats_line_count", "stats_sample"]
+    for step in steps:
+        assert list(step) == fields
+        assert step["startup_latency_ms"] > 0 and step["shutdown_latency_ms"] > 0 and step["stats_line_count"] > 1
+        assert "\n" not in step["stats_sample"] and step["stats_sample"]
+    base = steps[0]
+    for step in steps[1:]:
+        for kind in ("startup_latency_ms", "shutdown_latency_ms"):
+            assert step[kind] <= base[kind] * 3 + 500
