@@ -14,8 +14,10 @@ Run with python3 (standard library, the docker CLI and nsenter), as root:
 Host N of fleet P is two containers (no network of their own: everything is on loopback):
   - the pod `P-hN-pod`, `--network none`, from the C image with /opt/mtproxy-test/pod.sh as its
     command: it owns the network namespace, runs the test backend on the 127.0.0.1 targets of the
-    image's baked proxy-multi.conf (both the C RPC and the Go frames) and, with --client-rate > 0, a
-    steady mixed test client; it stops by itself after --lifetime seconds and is then removed (--rm);
+    image's baked proxy-multi.conf (both the C RPC and the Go frames; with a host's --faults
+    '{"backend": {"reset_go_after": N}}' it resets each Go connection after N answered frames) and,
+    with --client-rate > 0, a steady mixed test client; it stops by itself after --lifetime seconds
+    and is then removed (--rm);
   - the proxy `P-hN`, as an operator runs the official image: `docker run -d --network container:P-hN-pod
     -v P-hN-data:/data -e SECRET=<hex> -e WORKERS=1 --restart unless-stopped <C image>` (with
     --secret-in-volume the secret is in /data/secret instead of SECRET). It joins the pod's network
@@ -353,16 +355,35 @@ def copy_in(container, path, content):
         os.unlink(local)
 
 
-def start_host(record, entry, faults):
-    prefix = record["prefix"]
-    fleet_label = "%s=%s" % (FLEET_LABEL, prefix)
+def backend_env(faults):
+    """The pod's environment for the "backend" section of a host's faults: the test backend's own
+    fault, the same whatever binary the proxy runs (tests/hosts/proxy-image/pod.sh)."""
+    backend = (faults or {}).get("backend") or {}
+    unknown = sorted(set(backend) - {"reset_go_after"})
+    if unknown:
+        raise FleetError("--faults: the backend section knows only reset_go_after, not %s" % ", ".join(unknown))
+    if "reset_go_after" not in backend:
+        return []
+    value = backend["reset_go_after"]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FleetError("--faults: backend.reset_go_after must be a number >= 0")
+    return ["-e", "BACKEND_RESET_GO_AFTER=%d" % value]
+
+
+def start_pod(record, entry, faults=None):
+    """The host's pod: network namespace, test backend, steady client (started by touching /tmp/start-clients)."""
     docker("create", "--name", entry["pod"], "--hostname", entry["name"], "--network", "none", "--rm",
-           "--label", fleet_label, "--label", ROLE_LABEL + "=pod",
+           "--label", "%s=%s" % (FLEET_LABEL, record["prefix"]), "--label", ROLE_LABEL + "=pod",
            "-e", "LIFETIME=%d" % record["lifetime_s"], "-e", "CLIENT_RATE=%g" % record["client_rate"],
-           "-e", "CLIENT_RUN_S=%d" % record["client_run_s"],
+           "-e", "CLIENT_RUN_S=%d" % record["client_run_s"], *backend_env(faults),
            "--entrypoint", "/bin/sh", record["pod_image"], TOOLS + "/pod.sh")
     copy_in(entry["pod"], POD_SECRET, entry["secret"] + "\n")
     docker("start", entry["pod"])
+
+
+def start_host(record, entry, faults):
+    fleet_label = "%s=%s" % (FLEET_LABEL, record["prefix"])
+    start_pod(record, entry, faults)
     docker("volume", "create", "--label", fleet_label, entry["volume"])
     docker("create", *run_options(record, entry), record["c_image"])
     if record["secret_in_volume"]:
@@ -382,11 +403,12 @@ def start_host(record, entry, faults):
 
 
 def private_go_image(prefix, go_image, archive):
-    """A copy of go_image that exists only in archive: one more (empty) layer gives it an ID of its own,
-    `docker save` writes it, and it is removed from the engine. Returns (tag, ID)."""
+    """A copy of go_image that exists only in archive: a label naming the fleet gives it an ID of its own
+    (one per fleet: fleets that run at once never share it, so one's `down` cannot remove the image
+    another's cutover loads), `docker save` writes it, and it is removed from the engine. Returns (tag, ID)."""
     tag = "%s-%s" % (go_image, prefix)
-    docker("build", "--network", "none", "-q", "-t", tag, "-", input_text='FROM %s\nRUN ["/bin/true"]\n' % go_image,
-           timeout=600)
+    docker("build", "--network", "none", "-q", "-t", tag, "-",
+           input_text='FROM %s\nLABEL %s-private=%s\n' % (go_image, FLEET_LABEL, prefix), timeout=600)
     private_id = image_id(tag)
     tmp = archive + ".tmp"
     docker("save", "-o", tmp, tag, timeout=600)
@@ -468,6 +490,9 @@ def parse_faults(items, names):
             faults[name] = json.loads(text)
         except ValueError as exc:
             raise FleetError("--faults %s: not JSON: %s" % (name, exc))
+        if not isinstance(faults[name], dict):
+            raise FleetError("--faults %s: not a JSON object" % name)
+        backend_env(faults[name])
     return faults
 
 
@@ -618,6 +643,15 @@ def background_clients(entry, flush=True):
     return totals
 
 
+def backend_counts(entry):
+    """The pod's test backend summary (its --stats-file), or None when the pod cannot tell."""
+    proc = docker("exec", entry["pod"], "cat", "/tmp/backend.json", check=False)
+    try:
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+
+
 def snapshot_host(record, entry):
     spec, doc = proxy_spec(entry["name"])
     pod = inspect("container", entry["pod"]) or {"Id": None, "State": {}}
@@ -633,6 +667,7 @@ def snapshot_host(record, entry):
         "spec_changes_since_up": spec_changes(entry["spec"], spec),
         "image_is": ("c" if spec["image_id"] == record["c_image_id"]
                      else "go" if spec["image_id"] == record.get("go_image_id") else "other"),
+        "backend": backend_counts(entry) if pod["State"].get("Running") else None,
     }
     try:
         values, flavour = read_stats(entry["name"])
@@ -761,7 +796,8 @@ def parse_args(argv):
     up.add_argument("--ready-timeout", type=int, default=60, help="seconds to wait for each proxy's /stats")
     up.add_argument("--label", action="append", default=[], help="extra label K=V of the proxy containers")
     up.add_argument("--faults", action="append", default=[], metavar="HOST=JSON",
-                    help="stand-in fault file of one host (in its volume), e.g. '{\"go\": {...}}'")
+                    help="faults of one host: the stand-in's fault file (in its volume), e.g. '{\"go\": {...}}',"
+                         " and the pod's test backend's, '{\"backend\": {\"reset_go_after\": 0}}'")
     up.add_argument("--inventory", default="-", help="where to write the inventory (default: stdout)")
     up.add_argument("--format", choices=("yaml", "json"), default="yaml")
     up.add_argument("--parallel", type=int, default=4, help="hosts started at the same time")

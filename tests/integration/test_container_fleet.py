@@ -122,6 +122,18 @@ def test_save_go_writes_an_archive_of_the_go_image_id(images, tmp_path):
     assert manifest[0]["RepoTags"] == [images["go"]]
 
 
+def test_each_fleet_gets_a_private_go_image_of_its_own(images, tmp_path):
+    # Two fleets at once (the container and compose scenarios) must not share the image that exists
+    # only in their archives: one's `down` removes it by ID while the other's cutover loads it.
+    made = {}
+    for prefix in ("pgi%s-a" % uuid.uuid4().hex[:6], "pgi%s-b" % uuid.uuid4().hex[:6]):
+        made[prefix] = cf.private_go_image(prefix, images["go"], str(tmp_path / (prefix + ".tar")))
+    ids = [image_id for _tag, image_id in made.values()]
+    assert len(set(ids)) == 2 and images["go_id"] not in ids, made
+    for tag, image_id in made.values():
+        assert cf.inspect("image", image_id) is None and cf.inspect("image", tag) is None
+
+
 def test_inventory_describes_container_hosts(fleet, images):
     inventory = fleet["inventory"]["all"]["children"]["mtproxy"]
     assert sorted(inventory["hosts"]) == fleet["hosts"]

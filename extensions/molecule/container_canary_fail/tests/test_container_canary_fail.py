@@ -1,5 +1,6 @@
-"""method=container: a canary whose Go container fails its SLO is recreated from the frozen C image ID
-by the cutover itself; the run fails naming it, and no other host is touched."""
+"""method=container: a canary whose Go container fails its SLO (its pod's backend resets the Go port's
+connections) is recreated from the frozen C image ID by the cutover itself; the run fails naming it,
+and no other host is touched."""
 
 import pathlib
 import sys
@@ -68,6 +69,19 @@ def test_c_answers_traffic_after_the_failed_cutover(host):
     traffic = fc.snapshot("after-cutover")["hosts"][name_of(host)]["traffic"]
     assert traffic["handshakes"] == traffic["replies"] == 30, traffic
     assert traffic["unanswered"] == 0 and traffic["refused"] == 0, traffic
+
+
+def test_the_fault_was_the_canarys_backend_and_c_never_met_it(host):
+    # The canary's pod backend reset the Go port's connections; C's RPC was answered in every pod.
+    # "errors" is not asserted: with four scenarios at once the backend counted 1 to 3 on every pod,
+    # the untouched ones included (RPC connections it gave up on), which is not the Go-only fault.
+    name = name_of(host)
+    backend = fc.live(name)["backend"]
+    assert backend is not None and backend["rpc_answers"] > 0, backend
+    if name == CANARY:
+        assert backend["go_resets"] >= 1 and backend["go_replies"] == 0, backend
+    else:
+        assert backend["go_connections"] == backend["go_resets"] == 0, backend
 
 
 def test_no_secret_in_reports_notes_or_output():
