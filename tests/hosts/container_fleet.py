@@ -403,12 +403,14 @@ def start_host(record, entry, faults):
 
 
 def private_go_image(prefix, go_image, archive):
-    """A copy of go_image that exists only in archive: a label naming the fleet gives it an ID of its own
-    (one per fleet: fleets that run at once never share it, so one's `down` cannot remove the image
-    another's cutover loads), `docker save` writes it, and it is removed from the engine. Returns (tag, ID)."""
+    """A copy of go_image that exists only in archive: one more (empty) layer, made by a command that
+    names the fleet, gives it an ID of its own (fleets that run at once never share it, so one's `down`
+    cannot remove the image another's cutover loads; the build cache gave one ID to the same command),
+    and leaves its config as it was (a label would show in the containers' labels), `docker save` writes
+    it, and it is removed from the engine. Returns (tag, ID)."""
     tag = "%s-%s" % (go_image, prefix)
     docker("build", "--network", "none", "-q", "-t", tag, "-",
-           input_text='FROM %s\nLABEL %s-private=%s\n' % (go_image, FLEET_LABEL, prefix), timeout=600)
+           input_text='FROM %s\nRUN ["/bin/true", "%s"]\n' % (go_image, prefix), timeout=600)
     private_id = image_id(tag)
     tmp = archive + ".tmp"
     docker("save", "-o", tmp, tag, timeout=600)

@@ -127,11 +127,21 @@ def test_each_fleet_gets_a_private_go_image_of_its_own(images, tmp_path):
     # only in their archives: one's `down` removes it by ID while the other's cutover loads it.
     made = {}
     for prefix in ("pgi%s-a" % uuid.uuid4().hex[:6], "pgi%s-b" % uuid.uuid4().hex[:6]):
-        made[prefix] = cf.private_go_image(prefix, images["go"], str(tmp_path / (prefix + ".tar")))
-    ids = [image_id for _tag, image_id in made.values()]
+        archive = str(tmp_path / (prefix + ".tar"))
+        made[prefix] = cf.private_go_image(prefix, images["go"], archive) + (archive,)
+    ids = [image_id for _tag, image_id, _archive in made.values()]
     assert len(set(ids)) == 2 and images["go_id"] not in ids, made
-    for tag, image_id in made.values():
+    go_config = docker_json("image", "inspect", images["go"])[0]["Config"]
+    for tag, image_id, archive in made.values():
         assert cf.inspect("image", image_id) is None and cf.inspect("image", tag) is None
+        # Loaded back, its config is the Go image's: its containers' labels, env and argv are the same.
+        run(["docker", "load", "-i", archive])
+        try:
+            config = docker_json("image", "inspect", image_id)[0]["Config"]
+            assert {k: config.get(k) for k in ("Labels", "Env", "Cmd", "Entrypoint", "User", "WorkingDir")} == \
+                {k: go_config.get(k) for k in ("Labels", "Env", "Cmd", "Entrypoint", "User", "WorkingDir")}
+        finally:
+            run(["docker", "rmi", "-f", image_id])
 
 
 def test_inventory_describes_container_hosts(fleet, images):

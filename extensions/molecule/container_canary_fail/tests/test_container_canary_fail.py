@@ -73,8 +73,9 @@ def test_c_answers_traffic_after_the_failed_cutover(host):
 
 def test_the_fault_was_the_canarys_backend_and_c_never_met_it(host):
     # The canary's pod backend reset the Go port's connections; C's RPC was answered in every pod.
-    # "errors" is not asserted: with four scenarios at once the backend counted 1 to 3 on every pod,
-    # the untouched ones included (RPC connections it gave up on), which is not the Go-only fault.
+    # "errors" is not asserted: on a loaded machine (CI runs four scenarios at once) the backends counted
+    # 1 to 3 on every pod, untouched ones included, each with a reconnect of the C proxy (more
+    # "accepted"): C connections cut off mid-RPC, not the Go-only fault.
     name = name_of(host)
     backend = fc.live(name)["backend"]
     assert backend is not None and backend["rpc_answers"] > 0, backend
