@@ -30,6 +30,8 @@ import container_fleet as cf  # noqa: E402
 pytestmark = pytest.mark.slow
 
 OFFICIAL_CMD = ["/bin/sh", "-c", "/bin/bash /run.sh"]
+# What a container takes from its image: a private copy of the Go image must not change any of it.
+CONFIG_KEYS = ("Labels", "Env", "Cmd", "Entrypoint", "User", "WorkingDir")
 
 
 def run(command, timeout=600):
@@ -138,8 +140,7 @@ def test_each_fleet_gets_a_private_go_image_of_its_own(images, tmp_path):
         run(["docker", "load", "-i", archive])
         try:
             config = docker_json("image", "inspect", image_id)[0]["Config"]
-            assert {k: config.get(k) for k in ("Labels", "Env", "Cmd", "Entrypoint", "User", "WorkingDir")} == \
-                {k: go_config.get(k) for k in ("Labels", "Env", "Cmd", "Entrypoint", "User", "WorkingDir")}
+            assert [config.get(key) for key in CONFIG_KEYS] == [go_config.get(key) for key in CONFIG_KEYS]
         finally:
             run(["docker", "rmi", "-f", image_id])
 
