@@ -36,7 +36,7 @@ def test_rollback_report(host):
 def test_drill_switched_twice_within_the_envelope():
     report = cc.load_report("%s-drill" % cc.scenario_name())
     assert report["result"] == "success", report.get("reason")
-    canary = report["hosts"]["%s-h1" % cc.scenario_name()]  # also run by rollback_trixie
+    canary = report["hosts"]["%s-h1" % cc.scenario_name()]  # the Debian 13 host
     outcome = canary["stages"]["outcome"]
     assert outcome["envelope_ok"] is True
     envelope = outcome["envelope"]
@@ -71,3 +71,10 @@ def test_drill_wrote_the_phase8_report_in_the_go_ports_format(host):
     for step in steps[1:]:
         for kind in ("startup_latency_ms", "shutdown_latency_ms"):
             assert step[kind] <= base[kind] * 3 + 500
+
+
+def test_the_fleet_is_mixed_with_a_debian_13_canary(host):
+    # molecule.yml gives the canary the trixie image: the drill's flips run on systemd 257.
+    version = host.file("/etc/os-release").content_string.split("VERSION_ID=")[1].split()[0].strip('"')
+    expected = "13" if host.backend.get_hostname() == "%s-h1" % cc.scenario_name() else "12"
+    assert version == expected
