@@ -77,18 +77,21 @@ unit-pythons-image: venv cores engine
 integration: venv engine image
 	MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) -m pytest tests/integration -q
 
-# The module tests and the playbooks against unreachable hosts with the oldest supported ansible-core
-# on Debian 12 hosts (Python 3.11) and with the newest on Debian 13 hosts (Python 3.13, systemd 257),
-# both at once: most of each is waiting for hosts and windows (tests/output/integration-<core>.log).
-# make test runs these two, not `integration` (the same tests on the default venv's 2.19, which the
-# Molecule scenarios run end to end): 10 minutes less. test_container_fleet.py tests the harness, not
-# the collection: it runs once, with 2.16.
+# The module tests and the playbooks against unreachable hosts on every supported ansible-core that
+# CI can afford: the oldest (2.16) and the default venv's (2.19, which the scenarios run end to end)
+# on Debian 12 hosts (Python 3.11), the newest (2.21) on Debian 13 hosts (Python 3.13, systemd 257)
+# with the playbooks against booted hosts too (test_playbooks_hosts.py, test_playbooks_lock.py).
+# All three at once: most of each is waiting for hosts and windows (tests/output/integration-<core>.log).
+# test_container_fleet.py tests the harness, not the collection: it runs once. `make integration`
+# runs every file with 2.19.
 HARNESS_TESTS := tests/integration/test_container_fleet.py
-CORE_TESTS := $(filter-out $(HARNESS_TESTS),$(wildcard tests/integration/test_*.py))
+HOST_PLAYBOOK_TESTS := tests/integration/test_playbooks_hosts.py tests/integration/test_playbooks_lock.py
+CORE_TESTS := $(filter-out $(HARNESS_TESTS) $(HOST_PLAYBOOK_TESTS),$(wildcard tests/integration/test_*.py))
 integration-cores: venv cores engine image image-trixie
 	tests/hosts/at-once.sh \
 	  integration-2.16 "MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) .venv-core2.16/bin/python -m pytest -q $(CORE_TESTS) $(HARNESS_TESTS)" \
-	  integration-2.21 "MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh trixie) .venv-core2.21/bin/python -m pytest -q $(CORE_TESTS)"
+	  integration-2.19 "MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh) $(PY) -m pytest -q $(CORE_TESTS)" \
+	  integration-2.21 "MOLECULE_HOST_IMAGE=$$(tests/hosts/build-image.sh trixie) .venv-core2.21/bin/python -m pytest -q $(CORE_TESTS) $(HOST_PLAYBOOK_TESTS)"
 
 changelog: venv
 	antsibull-changelog lint

@@ -19,7 +19,8 @@ def test_crash_rolls_back_the_host_and_stops_the_waves():
     run = cc.playbook_run()
     assert run["rc"] == 2
     report = cc.load_report()
-    assert {name: entry["result"] for name, entry in report["hosts"].items()} == EXPECTED
+    assert {name: entry["result"] for name, entry in report["hosts"].items()} == EXPECTED, {
+        name: (entry.get("verdict"), entry.get("reason")) for name, entry in report["hosts"].items()}
     crashed = report["hosts"][CRASHING]
     # Where the crash lands in the window decides how it shows: failed counters, too few /stats
     # answers to judge (inconclusive fails by policy), or a start that never came up.
@@ -38,7 +39,7 @@ def test_fleet_scope_rolls_back_the_earlier_hosts_too():
         "crash_mid_wave-h2": "rolled_back",
         CRASHING: "rolled_back",
         "crash_mid_wave-h4": "on_c",
-    }
+    }, {name: (entry.get("verdict"), entry.get("reason")) for name, entry in report["hosts"].items()}
     assert "fleet rollback" in report["hosts"]["crash_mid_wave-h1"]["reason"]
 
 
