@@ -430,6 +430,58 @@ def test_default_artifacts_dir_is_the_working_directory_even_without_pwd(tmp_pat
     assert not os.path.exists("/artifacts/r1")
 
 
+def _under_ansible_runner(tmp_path, go_binary, run_id, artifacts):
+    """cutover.yml started by ansible-runner, the engine of automation controller and AWX: its
+    project directory is the job's working directory, its events land in its own artifacts."""
+    import ansible_runner
+
+    private = tmp_path / ("runner-" + run_id)
+    (private / "project").mkdir(parents=True)
+    # A job's project as an automation controller user keeps it: a playbook that runs the collection's.
+    (private / "project" / "site.yml").write_text("- ansible.builtin.import_playbook: mtproxy.cutover.cutover\n")
+    inventory = tmp_path / ("inventory-%s.yml" % run_id)
+    inventory.write_text(GHOSTS % {"port": _closed_port()})
+    extravars = {"mtproxy_cutover_run_id": run_id, "mtproxy_cutover_go_binary": go_binary[0],
+                 "mtproxy_cutover_go_sha256": go_binary[1]}
+    if artifacts:
+        extravars["mtproxy_cutover_artifacts_dir"] = artifacts
+    # This core's ansible-playbook, not another one on PATH (ansible-runner starts it through pexpect,
+    # which looks it up on the PATH of the job's environment).
+    env = _env(tmp_path, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    env.pop("AWX_ISOLATED_DATA_DIR", None)
+    result = ansible_runner.run(private_data_dir=str(private), playbook="site.yml", inventory=str(inventory),
+                                extravars=extravars, envvars=env, quiet=True, timeout=600)
+    stats = [event for event in result.events if event.get("event") == "playbook_on_stats"]
+    assert len(stats) == 1, result.stdout.read()
+    return result, stats[0]["event_data"].get("artifact_data") or {}, private
+
+
+def test_under_ansible_runner_the_report_lands_where_the_user_said_and_the_summary_is_in_its_artifacts(
+        tmp_path, go_binary):
+    reports = tmp_path / "reports"
+    result, artifact_data, private = _under_ansible_runner(tmp_path, go_binary, "r-runner", str(reports))
+    output = result.stdout.read()
+    assert result.rc == 2, output
+    with open(str(reports / "r-runner" / "report.json")) as handle:
+        report = json.load(handle)
+    assert report["result"] == "failed"
+    summary = artifact_data["mtproxy_run_report"]
+    assert (summary["run_id"], summary["result"]) == ("r-runner", "failed")
+    assert summary["report_json"] == str(reports / "r-runner" / "report.json")
+    assert summary["hosts"] == {host: entry["result"] for host, entry in report["hosts"].items()}
+    assert "outlives the job" not in output
+    assert not (private / "project" / "artifacts").exists()
+
+
+def test_under_ansible_runner_reports_in_the_job_directory_are_warned_about(tmp_path, go_binary):
+    result, artifact_data, private = _under_ansible_runner(tmp_path, go_binary, "r-job", None)
+    output = result.stdout.read()
+    assert result.rc == 2, output
+    assert os.path.isfile(str(private / "project" / "artifacts" / "r-job" / "report.json"))
+    assert "set mtproxy_cutover_artifacts_dir to a directory that outlives the job" in " ".join(output.split())
+    assert artifact_data["mtproxy_run_report"]["run_id"] == "r-job"
+
+
 # --- 1. a controller that never reaches the Report play -------------------------------------
 
 class _Hang(http.server.BaseHTTPRequestHandler):
