@@ -9,10 +9,10 @@ about a second of CPU on a test host; the scenarios run that playbook on every h
 SPEC (JSON object):
   directories  [{path, mode}]                        created, owned by root
   files        [{path, content, mode, group}]        written when the content, mode or group differ
-  copies       [{src, dest, mode}]                   a file copied on the host (the pristine unit)
+  copies       [{src, dest, mode}]                   a file copied on the host (the C binary, the pristine unit)
   compileall   [directory]                           byte-compiled after the files
-  units        [{name, restart_on: [path], restart: bool, wait_http: url}]
-               in order: enabled, then restarted when one of its restart_on paths (or restart) changed,
+  units        [{name, restart_on: [path], wait_http: url}]
+               in order: enabled, then restarted when one of its restart_on paths was rewritten,
                else started; wait_http: until that URL answers 200 (at most wait_s seconds)
   wait_s       seconds (default 30)
 Prints a JSON object: changed (bool), written (paths), restarted (units). Exits 1 with the reason on
@@ -37,6 +37,14 @@ def _differs(path, data, mode, gid):
         return True
 
 
+def _put(path, data, mode, group, written):
+    """Write path (root-owned) when its content, mode or group differ; note it in written."""
+    mode, gid = int(mode, 8), grp.getgrnam(group).gr_gid
+    if _differs(path, data, mode, gid):
+        _write(path, data, mode, gid)
+        written.append(path)
+
+
 def _write(path, data, mode, gid):
     tmp = "%s.provision-%d" % (path, os.getpid())
     with open(tmp, "wb") as handle:
@@ -53,17 +61,10 @@ def lay_out(spec):
         os.chown(entry["path"], 0, 0)
         os.chmod(entry["path"], int(entry["mode"], 8))
     for entry in spec.get("files", []):
-        data = entry["content"].encode("utf-8")
-        mode, gid = int(entry["mode"], 8), grp.getgrnam(entry.get("group", "root")).gr_gid
-        if _differs(entry["path"], data, mode, gid):
-            _write(entry["path"], data, mode, gid)
-            written.append(entry["path"])
+        _put(entry["path"], entry["content"].encode("utf-8"), entry["mode"], entry.get("group", "root"), written)
     for entry in spec.get("copies", []):
         with open(entry["src"], "rb") as handle:
-            data = handle.read()
-        if _differs(entry["dest"], data, int(entry["mode"], 8), 0):
-            _write(entry["dest"], data, int(entry["mode"], 8), 0)
-            written.append(entry["dest"])
+            _put(entry["dest"], handle.read(), entry["mode"], "root", written)
     for directory in spec.get("compileall", []):
         subprocess.run([sys.executable, "-m", "compileall", "-q", directory], check=True)
     return written
@@ -88,7 +89,7 @@ def bring_up(units, written, wait_s):
     if units:
         subprocess.run(["systemctl", "daemon-reload"], check=True)
     for unit in units:
-        restart = unit.get("restart", False) or any(path in written for path in unit.get("restart_on", []))
+        restart = any(path in written for path in unit.get("restart_on", []))
         subprocess.run(["systemctl", "enable", "--quiet", unit["name"]], check=True)
         done = subprocess.run(["systemctl", "restart" if restart else "start", unit["name"]],
                               capture_output=True, text=True, check=False)
