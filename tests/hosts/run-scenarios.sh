@@ -115,6 +115,16 @@ run_one() {
   echo $? >"$result_dir/$name.rc"
 }
 
+# What failed, for a reader who has only this script's output (CI keeps no log files): the failed
+# tasks and test assertions, then the log's end.
+failure_excerpt() {
+  local log=$1
+  [[ -f $log ]] || return 0
+  grep -E -A12 '^(fatal|failed): |^FAILED |^E  |^ERROR |^CRITICAL ' "$log" | head -n 150 | cut -c1-4000 || true
+  echo "--- last 40 lines"
+  tail -n 40 "$log" | cut -c1-4000
+}
+
 report() {
   local name=$1 rc
   rc=$(cat "$result_dir/$name.rc" 2>/dev/null || echo 255)
@@ -123,6 +133,7 @@ report() {
     printf 'PASS %-24s %4d s  %s\n' "$name" $((SECONDS - started_at[$name])) "$log_dir/$name.log"
   else
     printf 'FAIL %-24s %4d s  rc=%s  %s\n' "$name" $((SECONDS - started_at[$name])) "$rc" "$log_dir/$name.log"
+    failure_excerpt "$log_dir/$name.log" | sed "s/^/  $name| /"
   fi
   unset "pid_of[$name]"
 }
