@@ -81,7 +81,9 @@ def switch(host, target, **extra):
 def check_bridged(result, probe, backend='nft'):
     assert not result.get('failed'), result.get('msg')
     bridge = result['bridge']
-    print('bridge: %s, prober: %s' % (bridge, {k: probe.get(k) for k in ('attempts', 'refused', 'window_ms')}))
+    # When a refusal happened, on the host's CLOCK_MONOTONIC: the prober's runs against the bridge's steps.
+    print('bridge: %s, timings: %s, prober: %s' % (bridge, result.get('timings'), {
+        k: probe.get(k) for k in ('attempts', 'refused', 'other_errors', 'window_ms', 'runs', 'started_monotonic')}))
     assert bridge['backend'] == backend and bridge['errors'] == []
     assert probe['attempts'] > 100 and probe['refused'] == 0 and probe['other_errors'] == 0
     assert bridge['refused'] == 0

@@ -572,10 +572,11 @@ def test_long_observation_window_says_what_how_long_until_when_and_shows_progres
     assert re.search(r"localhost: observing /stats for 6 s, until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
                      r"\(7 samples every 1 s\)", proc.stdout), proc.stdout
     assert "judged: packet success rate >= 0.98" in proc.stdout
-    # During it: a line per progress interval instead of one silent task.
+    # During it: a line per progress interval instead of one silent task. Up to 6 in 6 s; a loaded
+    # machine runs fewer polls in the window (2 with two other test suites and 4 busy loops on 2 cores).
     # (ansible-core 2.21 names the task with its role: "[localhost]: mtproxy.cutover.verify_slo : Wait ...")
     assert len(re.findall(r"FAILED - RETRYING: \[localhost\]: (mtproxy\.cutover\.verify_slo : )?Wait for the observation "
-                          r"window to end", proc.stdout)) >= 3, proc.stdout
+                          r"window to end", proc.stdout)) >= 2, proc.stdout
     assert json.loads(out.read_text())["window_s"] == 6
 
 

@@ -77,6 +77,16 @@ def test_nft_ruleset_replaces_a_table_left_behind_in_one_transaction():
     assert 'counter served {' in '\n'.join(lines) and 'counter refused {' in '\n'.join(lines)
 
 
+def test_nft_tracking_table_marks_probes_and_neither_redirects_nor_counts():
+    text = bridge.render_nft_tracking(TABLE)
+    assert text.splitlines()[:3] == bridge.render_nft(TABLE, [(443, 40001)]).splitlines()[:3]
+    # The ct expression of the marking rule is what has conntrack track the network namespace.
+    assert rules_of(text, 'divert_local')[1:] == ['meta mark 0x6d747078 ct mark set 0x6d747078 return']
+    assert rules_of(text, 'divert_incoming')[1:] == []
+    assert rules_of(text, 'refused')[1:] == ['ct mark 0x6d747078 return']
+    assert 'counter refused {' in text and 'redirect' not in text and 'sport' not in text
+
+
 def test_nft_ruleset_with_an_address_matches_and_targets_that_address_only():
     text = bridge.render_nft(TABLE, [(443, 40001)], address='127.0.0.1')
     assert 'ip daddr 127.0.0.1 tcp dport 443 tcp flags & (syn | ack) == syn counter name "served" ' \
@@ -134,6 +144,36 @@ def test_iptables_rules_jump_first_and_redirect_only_syns_to_local_addresses():
     assert lines.count('COMMIT') == 2 and lines[0] == '*nat'
     assert ('-A %s -p tcp -m multiport --sports 443,40001 --tcp-flags SYN,RST,ACK RST,ACK -m u32 --u32 '
             '"0>>22&0x3C@4=0" -m comment --comment refused' % CHAINS['refused']) in lines
+
+
+def test_iptables_tracking_chains_then_the_rules_in_them_without_a_second_jump():
+    tracking = bridge.render_iptables_tracking(CHAINS).splitlines()
+    assert '-I OUTPUT 1 -j %s' % CHAINS['local'] in tracking and '-I OUTPUT 1 -j %s' % CHAINS['refused'] in tracking
+    assert '-A %s -m mark --mark 0x6d747078 -j CONNMARK --set-mark 0x6d747078' % CHAINS['local'] in tracking
+    assert not [line for line in tracking if 'served' in line or 'refused' in line]
+    over = bridge.render_iptables(CHAINS, [(443, 40001)], jumps=False).splitlines()
+    assert not [line for line in over if line.startswith('-I ')]
+    full = bridge.render_iptables(CHAINS, [(443, 40001)]).splitlines()
+    assert over == [line for line in full if not line.startswith('-I ')]
+    # Declared again, the chains are emptied and filled in the same commit.
+    assert ':%s - [0:0]' % CHAINS['local'] in over and over.count('COMMIT') == 2
+
+
+def test_iptables_backend_adds_the_rules_over_its_tracking_chains():
+    fed = []
+    backend = bridge.Iptables('MTProxy.service', '/usr/sbin/iptables',
+                              run=lambda argv, **kw: fed.append(argv) or (1, '', ''),
+                              feed=lambda argv, text: fed.append((argv, text)) or (0, '', ''))
+    backend.track()
+    removed = [a for a in fed if isinstance(a, list)]
+    assert len(removed) == 9 and fed[-1][1] == bridge.render_iptables_tracking(CHAINS)
+    del fed[:]
+    backend.install(backend.render([(443, 40001)], None))
+    assert len(fed) == 1 and '-I OUTPUT' not in fed[0][1] and '--to-ports 40001' in fed[0][1]
+    backend.remove()
+    del fed[:]
+    backend.install(backend.render([(443, 40001)], None))
+    assert len(fed) == 10 and '-I OUTPUT 1 -j %s' % CHAINS['local'] in fed[-1][1]
 
 
 def test_iptables_rules_with_an_address_and_ipv6_refused():

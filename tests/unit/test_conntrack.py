@@ -50,18 +50,20 @@ def tuple_attr(kind, sport, dport, proto=6):
     return ct.nested(kind, ip, ports)
 
 
-def dump_payload(sport, dport, reply_sport, state, proto=6, family=socket.AF_INET):
+def dump_payload(sport, dport, reply_sport, state, proto=6, family=socket.AF_INET, entry_id=None):
     info = ct.nested(ct.CTA_PROTOINFO, ct.nested(ct.CTA_PROTOINFO_TCP, ct.attr(ct.CTA_PROTOINFO_TCP_STATE,
                                                                                bytes([state]))))
+    ident = ct.attr(ct.CTA_ID, struct.pack('!I', entry_id)) if entry_id is not None else b''
     return (struct.pack('=BBH', family, 0, 0) + tuple_attr(ct.CTA_TUPLE_ORIG, sport, dport, proto)
-            + tuple_attr(ct.CTA_TUPLE_REPLY, reply_sport, sport, proto) + info)
+            + tuple_attr(ct.CTA_TUPLE_REPLY, reply_sport, sport, proto) + info + ident)
 
 
 def test_entry_of_a_dump_message():
     entry = ct.entry_of(dump_payload(41000, 443, 40001, ct.TCP_CONNTRACK_CLOSE))
     assert entry['family'] == socket.AF_INET and entry['proto'] == 6 and entry['state'] == ct.TCP_CONNTRACK_CLOSE
     assert (entry['src'], entry['sport'], entry['dst'], entry['dport']) == ('127.0.0.1', 41000, '127.0.0.1', 443)
-    assert entry['reply_sport'] == 40001
+    assert entry['reply_sport'] == 40001 and entry['id'] is None
+    assert ct.entry_of(dump_payload(41000, 443, 443, 3, entry_id=0xdeadbeef))['id'] == 0xdeadbeef
 
 
 def test_stale_entries_are_those_no_open_socket_holds():
@@ -79,6 +81,20 @@ def test_stale_entries_are_those_no_open_socket_holds():
     assert ct.stale(entries, [443], live, lambda address: False) == []
 
 
+def test_stale_entries_picked_up_from_the_server_side_and_those_a_local_client_holds():
+    # Tracking that started mid-way picked these up from the server's answer: they run from port 443
+    # to the client, and a SYN of the client's from the same port matches them as their answer.
+    close_wait, time_wait = 5, 7
+    entries = [ct.entry_of(dump_payload(443, 41000, 41000, close_wait)),   # both sockets gone
+               ct.entry_of(dump_payload(443, 41002, 41002, time_wait)),    # the server's socket still open
+               ct.entry_of(dump_payload(443, 41004, 41004, close_wait)),   # the client's socket still open
+               ct.entry_of(dump_payload(41006, 443, 40001, 3)),            # redirected, the client's socket open
+               ct.entry_of(dump_payload(8888, 41008, 41008, close_wait))]  # another port
+    live = {('127.0.0.1', 41002, 443), ('127.0.0.1', 443, 41004), ('127.0.0.1', 443, 41006)}
+    assert [(e['sport'], e['dport']) for e in ct.stale(entries, [443], live, lambda address: True)] == [(443, 41000)]
+    assert ct.stale(entries, [443], live, lambda address: False) == []
+
+
 def test_entries_redirected_to_a_bridge():
     entries = [ct.entry_of(dump_payload(41000, 443, 40001, 3)), ct.entry_of(dump_payload(41002, 443, 443, 3)),
                ct.entry_of(dump_payload(41004, 40001, 40001, 3))]
@@ -92,6 +108,14 @@ def test_delete_request_carries_the_original_tuple_as_dumped():
     assert kind == (ct.NFNL_SUBSYS_CTNETLINK << 8) | ct.IPCTNL_MSG_CT_DELETE and flags & ct.NLM_F_ACK
     assert request[16] == socket.AF_INET
     assert ct.attrs_of(request[20:])[ct.CTA_TUPLE_ORIG] == entry['orig']
+    assert ct.CTA_ID not in ct.attrs_of(request[20:])
+
+
+def test_delete_request_names_the_dumped_entry_by_its_id():
+    # The kernel deletes nothing (ENOENT) when a newer connection has taken the tuple since the dump.
+    entry = ct.entry_of(dump_payload(41000, 443, 443, ct.TCP_CONNTRACK_CLOSE, entry_id=77))
+    found = ct.attrs_of(ct.delete_request(entry, seq=9)[20:])
+    assert found[ct.CTA_TUPLE_ORIG] == entry['orig'] and found[ct.CTA_ID] == struct.pack('!I', 77)
 
 
 def test_messages_of_a_datagram():

@@ -6,10 +6,11 @@
 Neither binary can share its client port or adopt a listening socket, so a restart always leaves
 the port closed for a few milliseconds. With the bridge it never refuses:
 
-1. ``Handover.start``: the target binary runs on free side ports with the frozen flags as the
-   transient unit ``<service>-bridge.service``, started and judged ready like the pre-warm
-   (``prewarm.py``). Its unit carries ``RuntimeMaxSec=`` and an ``ExecStopPost=`` that deletes the
-   redirect, so neither outlives a module run that died.
+1. ``Handover.start``: the table (below) comes without its redirect and refusal rules, so that
+   conntrack tracks this host's connections from here on. The target binary runs on free side ports
+   with the frozen flags as the transient unit ``<service>-bridge.service``, started and judged
+   ready like the pre-warm (``prewarm.py``). Its unit carries ``RuntimeMaxSec=`` and an
+   ``ExecStopPost=`` that deletes the redirect, so neither outlives a module run that died.
 2. ``Handover.divert``: a table of the collection's own (nftables ``inet mtproxy_cutover_<service>``,
    or iptables chains ``MTPXC-<service>-*`` where there is no ``nft``) redirects **new** TCP
    connections (SYN without ACK) to the client port(s) of this host, locally generated ones too, to
@@ -24,10 +25,10 @@ the port closed for a few milliseconds. With the bridge it never refuses:
 
 A refused connect is counted by the kernel: the RST|ACK with sequence 0 that answers a SYN nobody
 listens for, sent from a client port or a bridge port (the flip's marked probes are left out by
-their conntrack mark). Before the redirect, conntrack entries to the client ports that no open
-socket holds are deleted, and while it is there the conntrack TCP CLOSE timeout is 0
-(``conntrack.py``): a SYN that reuses the ports of such an entry would take it over, miss the
-redirect and be refused. After the bridge, the entries redirected to it are deleted too.
+their conntrack mark). Before the redirect, conntrack entries of connections to the client ports
+that no open socket holds are deleted (those picked up mid-way as tracking started among them),
+and while it is there the conntrack TCP CLOSE timeout is 0 (``conntrack.py``): a SYN that reuses
+the ports of such an entry would take it over, miss the redirect and be refused. After the bridge, the entries redirected to it are deleted too.
 ``clear_leftovers`` finds and removes a table, chains or bridge unit of an interrupted run (the
 freeze, every switch and so rollback.yml call it).
 
@@ -162,6 +163,18 @@ def render_nft(table, pairs, address=None, mark=MARK):
         raise BridgeError('no client port to redirect')
     rules = [nft_divert_rule(int(c), int(b), address) for c, b in pairs]
     sports = sorted(set([int(c) for c, _b in pairs] + [int(b) for _c, b in pairs]))
+    return nft_table_script(table, rules, sports, mark)
+
+
+def render_nft_tracking(table, mark=MARK):
+    """The table without redirect or refusal rules: conntrack tracks this host's connections from now on
+    (the marking rule needs it), so that none is picked up mid-way as the redirect comes."""
+    return nft_table_script(table, [], [], mark)
+
+
+def nft_table_script(table, rules, sports, mark):
+    refusals = ['\t\ttcp sport { %s } %s counter name "refused"' % (', '.join(str(p) for p in sports), NFT_REFUSAL)] \
+        if sports else []
     lines = ['table %s %s {}' % (NFT_FAMILY, table), 'delete table %s %s' % (NFT_FAMILY, table),
              'table %s %s {' % (NFT_FAMILY, table),
              '\tcounter served {', '\t}', '\tcounter refused {', '\t}',
@@ -171,9 +184,7 @@ def render_nft(table, pairs, address=None, mark=MARK):
     lines += ['\t}', '\tchain divert_incoming {', '\t\ttype nat hook prerouting priority -100; policy accept;']
     lines += ['\t\t' + rule for rule in rules]
     lines += ['\t}', '\tchain refused {', '\t\ttype filter hook output priority 0; policy accept;',
-              '\t\tct mark 0x%08x return' % mark,
-              '\t\ttcp sport { %s } %s counter name "refused"' % (', '.join(str(p) for p in sports), NFT_REFUSAL),
-              '\t}', '}']
+              '\t\tct mark 0x%08x return' % mark] + refusals + ['\t}', '}']
     return '\n'.join(lines) + '\n'
 
 
@@ -209,27 +220,41 @@ def ipt_divert_args(chain, client_port, bridge_port, address=None):
         ['-m', 'comment', '--comment', 'served'] + target
 
 
-def render_iptables(chains, pairs, address=None, mark=MARK):
-    """``iptables-restore --noflush`` input: own chains, jumped to first from OUTPUT and PREROUTING."""
+def render_iptables(chains, pairs, address=None, mark=MARK, jumps=True):
+    """``iptables-restore --noflush`` input: own chains, jumped to first from OUTPUT and PREROUTING.
+
+    Without ``jumps`` the chains are those of render_iptables_tracking(), already jumped to: declaring
+    them again empties them and fills them in the same commit.
+    """
     if not pairs:
         raise BridgeError('no client port to redirect')
     if address and ':' in address:
         raise BridgeError('the iptables fallback redirects IPv4 only; --address %s needs nftables' % address)
     sports = ','.join(str(p) for p in sorted(set([int(c) for c, _b in pairs] + [int(b) for _c, b in pairs])))
+    divert = [' '.join(ipt_divert_args(chain, int(c), int(b), address))
+              for chain in (chains['local'], chains['incoming']) for c, b in pairs]
+    refused = ['-A %s -p tcp -m multiport --sports %s %s -m comment --comment refused' % (
+        chains['refused'], sports, IPT_REFUSAL)]
+    return iptables_script(chains, divert, refused, mark, jumps)
+
+
+def render_iptables_tracking(chains, mark=MARK):
+    """The chains without redirect or refusal rules (see render_nft_tracking)."""
+    return iptables_script(chains, [], [], mark, True)
+
+
+def iptables_script(chains, divert, refused, mark, jumps):
     hexmark = '0x%08x' % mark
-    nat = ['*nat', ':%s - [0:0]' % chains['local'], ':%s - [0:0]' % chains['incoming'],
-           '-I OUTPUT 1 -j %s' % chains['local'], '-I PREROUTING 1 -j %s' % chains['incoming'],
-           '-A %s -m mark --mark %s -j CONNMARK --set-mark %s' % (chains['local'], hexmark, hexmark),
-           '-A %s -m mark --mark %s -j RETURN' % (chains['local'], hexmark)]
-    for chain in (chains['local'], chains['incoming']):
-        nat += [' '.join(ipt_divert_args(chain, int(c), int(b), address)) for c, b in pairs]
-    nat.append('COMMIT')
-    refused = ['*filter', ':%s - [0:0]' % chains['refused'], '-I OUTPUT 1 -j %s' % chains['refused'],
-               '-A %s -m connmark --mark %s -j RETURN' % (chains['refused'], hexmark),
-               '-A %s -p tcp -m multiport --sports %s %s -m comment --comment refused' % (
-                   chains['refused'], sports, IPT_REFUSAL),
-               'COMMIT']
-    return '\n'.join(nat + refused) + '\n'
+    nat = ['*nat', ':%s - [0:0]' % chains['local'], ':%s - [0:0]' % chains['incoming']]
+    if jumps:
+        nat += ['-I OUTPUT 1 -j %s' % chains['local'], '-I PREROUTING 1 -j %s' % chains['incoming']]
+    nat += ['-A %s -m mark --mark %s -j CONNMARK --set-mark %s' % (chains['local'], hexmark, hexmark),
+            '-A %s -m mark --mark %s -j RETURN' % (chains['local'], hexmark)] + divert + ['COMMIT']
+    flt = ['*filter', ':%s - [0:0]' % chains['refused']]
+    if jumps:
+        flt.append('-I OUTPUT 1 -j %s' % chains['refused'])
+    flt += ['-A %s -m connmark --mark %s -j RETURN' % (chains['refused'], hexmark)] + refused + ['COMMIT']
+    return '\n'.join(nat + flt) + '\n'
 
 
 def parse_iptables_counters(text, chains):
@@ -313,7 +338,11 @@ class Nft(object):
         rc, _out, err = self.feed([self.binary, '-c', '-f', '-'], text)
         return None if rc == 0 else (first_line(err) or 'nft -c exit %d' % rc)
 
+    def track(self):
+        self.install(render_nft_tracking(self.table))
+
     def install(self, text):
+        # One transaction: the table it replaces keeps conntrack on until the new one has it.
         rc, _out, err = self.feed([self.binary, '-f', '-'], text)
         if rc != 0:
             raise BridgeError('nft could not install the redirect table %s: %s' % (self.table, first_line(err)))
@@ -352,23 +381,31 @@ class Iptables(object):
         self.chains = ipt_chains(service)
         self.binary = binary
         self.served = None
+        self.tracking = False
         self.restore = os.path.join(os.path.dirname(binary), 'iptables-restore')
         self.save = os.path.join(os.path.dirname(binary), 'iptables-save')
         self.run = run
         self.feed = feed
 
     def render(self, pairs, address):
-        return render_iptables(self.chains, pairs, address)
+        return render_iptables(self.chains, pairs, address, jumps=not self.tracking)
 
     def check(self, text):
         rc, _out, err = self.run([self.binary, '-w', '5', '-t', 'nat', '-S', 'OUTPUT'], timeout=COMMAND_TIMEOUT)
         return None if rc == 0 else (first_line(err) or 'iptables exit %d' % rc)
 
+    def track(self):
+        self.install(render_iptables_tracking(self.chains))
+        self.tracking = True
+
     def install(self, text):
-        self.remove()
+        # Over the tracking chains the rules come in one commit per table, with no gap in the tracking.
+        if not self.tracking:
+            self.remove()
         rc, _out, err = self.feed([self.restore, '-w', '5', '--noflush'], text)
         if rc != 0:
             self.remove()
+            self.tracking = False
             raise BridgeError('iptables-restore could not install the redirect chains: %s' % first_line(err))
 
     def stop_redirect(self):
@@ -402,6 +439,7 @@ class Iptables(object):
     def remove(self):
         for argv in self.teardown():
             self.run(argv, timeout=COMMAND_TIMEOUT)
+        self.tracking = False
 
     def describe(self):
         return 'iptables chains %s' % ', '.join(sorted(self.chains.values()))
@@ -594,6 +632,7 @@ class Handover(object):
         if self.backend is None:
             self.check()
         self.record['binary'] = binary
+        self.track()
         instance = self.bridge_candidate(binary, flavor)
         try:
             started = candidates.start(instance, binary, self.ready_timeout, check_stats=not skip_stats)
@@ -608,6 +647,19 @@ class Handover(object):
         for warning in started.get('warnings') or []:
             self.record['errors'].append(warning)
         return started
+
+    def track(self):
+        """Conntrack tracks this host's connections from now on, while the bridge starts.
+
+        Connections under way when tracking starts are picked up from their next packet, some of them
+        as if the server had opened them (conntrack.py); they end while the bridge starts, and the
+        divert deletes their entries before any client is redirected.
+        """
+        try:
+            self.backend.track()
+        except BridgeError as exc:
+            raise BridgeError('%s, so nothing was changed' % exc, changed=False)
+        self.record['monotonic']['tracked'] = round(time.monotonic(), 6)
 
     def bridge_candidate(self, binary, flavor):
         """The runtime's candidate in the role 'bridge', bounded in time and taking the redirect with it."""

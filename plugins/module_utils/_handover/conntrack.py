@@ -9,13 +9,19 @@ an entry that is still there takes that entry over with its old decision: it mis
 connections a server reset (state CLOSE for ``nf_conntrack_tcp_timeout_close``, 10 s), and those
 of flows that ended while nothing tracked them (conntrack runs in a network namespace only while a
 table needs it: after a handover's table is deleted, the entries of its flows stay ESTABLISHED for
-days). The bench measured 1-3 refused connects in a quarter of the flips from them. So:
+days). When tracking starts, flows already under way are picked up from whatever packet comes next,
+an answer of the server's too: such an entry runs from the client port to the client (measured on a
+Debian 13 host: 4 to 15 of them, in CLOSE_WAIT or TIME_WAIT, at each of 12 starts with a client
+connecting every 0.5 ms), and a client SYN matches it as its answer direction. The bench measured
+1-3 refused connects in a quarter of the flips from such entries. So:
 
 - ``close_timeout`` / ``set_close_timeout``: the network namespace's default TCP CLOSE timeout
   (nfnetlink_cttimeout, the netlink side of that sysctl, also writable where ``/proc/sys`` is
   read-only as in a container), set to 0 while the redirect is in place and restored after;
-- ``delete_stale``: before the redirect, the entries to this host's client ports that belong to no
-  open socket of this host are deleted (ctnetlink); after the bridge, those redirected to it.
+- ``stale``/``delete``: before the redirect, the entries of connections to this host's client ports
+  (either direction) that belong to no open socket of this host are deleted (ctnetlink); after the
+  bridge, those redirected to it. A deletion names the entry's id as dumped, so that a connection
+  that took the same ports since is never the one deleted.
 
 Messages are built and parsed by pure functions (unit-tested); ``Netlink`` only sends them.
 """
@@ -50,6 +56,7 @@ IPCTNL_MSG_TIMEOUT_DEFAULT_GET = 4
 CTA_TUPLE_ORIG = 1
 CTA_TUPLE_REPLY = 2
 CTA_PROTOINFO = 4
+CTA_ID = 12
 CTA_TUPLE_IP = 1
 CTA_IP_V4_SRC = 1
 CTA_IP_V4_DST = 2
@@ -143,7 +150,8 @@ def dump_request(seq):
 
 
 def entry_of(payload):
-    """A conntrack entry of a dump message's payload: family, the raw original tuple, protocol, ports, TCP state."""
+    """A conntrack entry of a dump message's payload: family, the raw original tuple, protocol, addresses,
+    ports, TCP state and the kernel's id of the entry."""
     family = struct.unpack_from('=B', payload, 0)[0]
     top = attrs_of(payload[4:])
 
@@ -169,25 +177,46 @@ def entry_of(payload):
     _rproto, reply_sport, _rdport = ports(top.get(CTA_TUPLE_REPLY, b''))
     tcp = attrs_of(attrs_of(top.get(CTA_PROTOINFO, b'')).get(CTA_PROTOINFO_TCP, b''))
     state = tcp.get(CTA_PROTOINFO_TCP_STATE)
+    entry_id = top.get(CTA_ID)
     return {'family': family, 'orig': orig, 'proto': proto, 'src': src, 'sport': sport, 'dst': dst, 'dport': dport,
-            'reply_sport': reply_sport, 'state': state[0] if state else None}
+            'reply_sport': reply_sport, 'state': state[0] if state else None,
+            'id': struct.unpack('!I', entry_id[:4])[0] if entry_id and len(entry_id) >= 4 else None}
 
 
 def delete_request(entry, seq):
+    """Delete the entry with this original tuple, and with this id when the dump gave one (the kernel
+    answers ENOENT when another entry has the tuple by now)."""
+    payload = nested(CTA_TUPLE_ORIG, entry['orig'])
+    if entry.get('id') is not None:
+        payload += attr(CTA_ID, struct.pack('!I', entry['id']))
     return message(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, entry['family'],
-                   nested(CTA_TUPLE_ORIG, entry['orig']), seq)
+                   payload, seq)
 
 
 def stale(entries, ports, live, is_local):
-    """The TCP entries to one of ``ports`` on a local address (``is_local(ip)``) that no open socket holds.
+    """The TCP entries of connections to one of ``ports`` on a local address (``is_local(ip)``) that no
+    open socket holds.
 
-    ``live``: (peer address, peer port, local port) of every open socket of the host (not listening,
-    not in TIME_WAIT). An entry is held when the socket that answers it, on its reply source port (the
-    client port, or a bridge's port if it was redirected), has the entry's source as its peer.
+    An entry runs from the client to the port, or from the port to the client when tracking picked the
+    connection up from the server's answer. ``live``: (peer address, peer port, local port) of every
+    open socket of the host (not listening, not in TIME_WAIT). An entry is held by the socket that
+    answers the client (on the client port, or on a bridge's port if it was redirected) or, for a
+    client on this host, by the client's own socket.
     """
     wanted = set(int(p) for p in ports)
-    return [e for e in entries if e['proto'] == IPPROTO_TCP and e['dport'] in wanted and is_local(e['dst'])
-            and (e['src'], e['sport'], e['reply_sport']) not in live]
+    doomed = []
+    for e in entries:
+        if e['proto'] != IPPROTO_TCP:
+            continue
+        if e['dport'] in wanted and is_local(e['dst']):
+            held = (e['src'], e['sport'], e['reply_sport']) in live or (e['dst'], e['dport'], e['sport']) in live
+        elif e['sport'] in wanted and is_local(e['src']):
+            held = (e['dst'], e['dport'], e['sport']) in live or (e['src'], e['sport'], e['dport']) in live
+        else:
+            continue
+        if not held:
+            doomed.append(e)
+    return doomed
 
 
 def redirected_to(entries, ports):
