@@ -68,6 +68,8 @@ STATS_PORT = 2398
 CLIENT_PORT = 443
 TOOLS = "/opt/mtproxy-test"
 POD_SECRET = "/etc/mtproxy-test/client-secret"
+# Seconds a test connection waits for its replies (see run_client).
+REPLY_TIMEOUT_S = 3.0
 FAULTS_IN_VOLUME = "/data/standin-faults.json"
 DOCKER_TIMEOUT_S = 120
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -586,11 +588,17 @@ def select_hosts(record, only):
 
 
 def run_client(entry, seconds, rate, packets, mode="obf"):
-    """Counts of one bounded test client run inside the host's pod."""
+    """Counts of one bounded test client run inside the host's pod.
+
+    A connection waits up to REPLY_TIMEOUT_S for its replies (and ends as soon as it has them): the
+    client's 0.3 s left 4 of 20 Go replies unread on a loaded CI machine, right after a Go container
+    started, and an answer that comes is what is asserted, not how fast.
+    """
     count = max(1, int(round(seconds * rate)))
     proc = docker("exec", entry["pod"], "python3", TOOLS + "/mtproxy_testclient.py", "--port", CLIENT_PORT,
                   "--secret-file", POD_SECRET, "--mode", mode, "--packets", packets, "--count", count,
-                  "--rate", rate, "--max-seconds", seconds + 10, check=False, timeout=seconds + 60)
+                  "--rate", rate, "--reply-timeout", REPLY_TIMEOUT_S, "--max-seconds", seconds + 10,
+                  check=False, timeout=seconds + 60)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise FleetError("%s: test client printed no summary (%d): %s" % (entry["name"], proc.returncode,
