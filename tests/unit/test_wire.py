@@ -98,7 +98,7 @@ def test_req_pq_multi_is_the_40_byte_unencrypted_packet_both_binaries_forward():
     b"\0" * 8 + os.urandom(8) + struct.pack("<II", 20, 0x12345678) + os.urandom(16),  # unknown function
     b"\0" * 8 + os.urandom(8) + struct.pack("<II", 200, wire.REQ_PQ_MULTI) + os.urandom(16),  # bad length
     b"\0" * 24,  # under 28 bytes
-])
+], ids=["encrypted-under-56-bytes", "unknown-function", "bad-length", "under-28-bytes"])
 def test_packets_the_binaries_do_not_forward(packet):
     assert not wire.forwardable(packet)
 
