@@ -28,8 +28,10 @@ host the service's container (found by compose's labels), its image and spec aga
 compose's record (files loaded, config hash), whether the collection's override file is there, who
 answers /stats in the pod's namespace and (with --traffic-seconds) test traffic counts. `operator-up`
 runs the host's own `docker compose up -d` (or `docker-compose up -d`) in its project directory, as the
-operator does after a cutover, and prints what compose did. `unfault` removes a host's stand-in fault
-file from its /data volume.
+operator does after a cutover, and prints what compose did. `--faults` takes container_fleet.py's
+sections (the stand-in's, and `backend` for the pod's test backend: '{"backend": {"reset_go_after": 0}}'
+fails the Go port's backend path on any build); `unfault` lifts both: it removes the stand-in fault
+file from the host's /data volume and sends the pod's test backend SIGUSR1.
 Exit codes: 0 ok, 1 a step failed (message on stderr), 2 bad arguments.
 """
 
@@ -139,7 +141,7 @@ def compose_text(record, entry):
 
 
 def start_host(record, entry, faults):
-    cf.start_pod(record, entry)
+    cf.start_pod(record, entry, faults)
     os.makedirs(entry["project_dir"], mode=0o755)
     if entry["shape"] == "command":
         os.makedirs(os.path.join(entry["project_dir"], "config"))
@@ -272,6 +274,7 @@ def snapshot_host(record, entry):
         "image_is": ("c" if spec["image_id"] == record["c_image_id"]
                      else "go" if spec["image_id"] == record.get("go_image_id") else "other"),
         "compose": compose_record(doc), "override_files": overrides,
+        "backend": cf.backend_counts(entry) if pod["State"].get("Running") else None,
         "override_is_ours": [bool(open(os.path.join(entry["project_dir"], f)).read().startswith(OVERRIDE_MARK))
                              for f in overrides],
     }
@@ -318,6 +321,7 @@ def cmd_unfault(args):
     record = cf.load_record(args.prefix)
     for entry in cf.select_hosts(record, args.host):
         cf.docker("exec", the_container(entry), "rm", "-f", cf.FAULTS_IN_VOLUME)
+        cf.lift_backend_fault(entry)
     return 0
 
 

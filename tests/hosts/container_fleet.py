@@ -68,6 +68,7 @@ STATS_PORT = 2398
 CLIENT_PORT = 443
 TOOLS = "/opt/mtproxy-test"
 POD_SECRET = "/etc/mtproxy-test/client-secret"
+POD_BACKEND_PID = "/tmp/backend.pid"
 # Seconds a test connection waits for its replies (see run_client).
 REPLY_TIMEOUT_S = 3.0
 FAULTS_IN_VOLUME = "/data/standin-faults.json"
@@ -370,6 +371,11 @@ def backend_env(faults):
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise FleetError("--faults: backend.reset_go_after must be a number >= 0")
     return ["-e", "BACKEND_RESET_GO_AFTER=%d" % value]
+
+
+def lift_backend_fault(entry):
+    """The pod's test backend answers every Go connection from now on (SIGUSR1, pod.sh)."""
+    docker("exec", entry["pod"], "sh", "-c", 'kill -USR1 "$(cat %s)"' % POD_BACKEND_PID)
 
 
 def start_pod(record, entry, faults=None):

@@ -28,7 +28,8 @@ real Go port (checked on the golang build) counts that exchange as an error (out
 dataplane_packets_outbound_errors, dataplane_packets_dropped +1) and marks the target unhealthy
 until it restarts, so every later packet of that DC's cluster is dropped as a route error
 (forward_failed, dataplane_packets_route_errors, dataplane_packets_dropped +1 each): the counters
-its SLO judge reads. Counted in "go_resets".
+its SLO judge reads. Counted in "go_resets". SIGUSR1 lifts the fault for the connections that come
+after it (a test removes it once the Go canary was rolled back), and says so on stderr.
 
 With ``--answer none`` nothing is ever sent (everything read is discarded, like a silent sink):
 the C proxy's targets never become ready, the Go port times out each request after 250 ms.
@@ -471,8 +472,15 @@ def main(argv=None):
     def on_signal(signum, frame):
         backend.stop = True
 
+    def lift_fault(signum, frame):
+        if backend.reset_go_after is not None:
+            backend.reset_go_after = None
+            sys.stderr.write("mtproxy_testbackend: SIGUSR1: Go connections are no longer reset\n")
+            sys.stderr.flush()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, lift_fault)
     if args.answer == "echo":
         _aes_pwd, why = read_aes_pwd(args.aes_pwd)
         if why and args.aes_pwd:

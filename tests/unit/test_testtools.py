@@ -424,6 +424,27 @@ def test_testbackend_reset_go_after_zero_resets_at_the_first_frame(backends):
     assert bad.returncode == 2 and b"--reset-go-after" in bad.stderr
 
 
+def test_testbackend_sigusr1_lifts_the_reset_fault_for_later_go_connections(backends):
+    backend = backends("--reset-go-after", "0")
+    before = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
+    try:
+        before.sendall(wire.go_frame(wire.req_pq_multi()))
+        assert closed_by_peer(before)
+    finally:
+        before.close()
+    backend.proc.send_signal(signal.SIGUSR1)
+    assert wait_for(lambda: "no longer reset" in backend.stderr(), 5), backend.stderr()
+    after = socket.create_connection(("127.0.0.1", backend.port), timeout=3)
+    packet = wire.req_pq_multi()
+    try:
+        after.sendall(wire.go_frame(packet))
+        assert read_go_frames(after, 1) == [packet]
+    finally:
+        after.close()
+    summary = backend.summary()
+    assert (summary["go_frames"], summary["go_replies"], summary["go_resets"]) == (2, 1, 1)
+
+
 def test_first_bytes_tell_rpc_from_go_frames():
     classify = testbackend.classify
     nonce = wire.RpcSession("proxy", ("127.0.0.1", 1), ("127.0.0.1", 2), AES_PWD).start()

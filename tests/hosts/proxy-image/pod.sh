@@ -5,7 +5,8 @@
 #   - the test backend on the loopback targets of the baked /etc/mtproxy/proxy-multi.conf, answering
 #     the C proxy's RPC (keyed by the image's aes-pwd) and the Go port's frames; with
 #     BACKEND_RESET_GO_AFTER=N it answers N frames of each Go connection, then resets it (a fault of
-#     the environment that fails the Go port's backend path only, whatever build the proxy is);
+#     the environment that fails the Go port's backend path only, whatever build the proxy is), until
+#     SIGUSR1 (its PID is in /tmp/backend.pid);
 #   - with CLIENT_RATE > 0, a steady mixed test client against the proxy's port 443 (rate per second,
 #     10 % junk connections), from when /tmp/start-clients exists (the fleet tool creates it once the
 #     proxy answers), one bounded run after another (CLIENT_RUN_S seconds each, default 60,
@@ -28,6 +29,7 @@ set --
 python3 /opt/mtproxy-test/mtproxy_testbackend.py --from-config /etc/mtproxy/proxy-multi.conf \
   --aes-pwd /etc/mtproxy/proxy-secret --max-seconds "$lifetime" --stats-file /tmp/backend.json "$@" &
 backend=$!
+echo "$backend" >/tmp/backend.pid
 trap 'kill -TERM $backend $client 2>/dev/null; exit 0' TERM INT
 
 if [ "$rate" != 0 ]; then

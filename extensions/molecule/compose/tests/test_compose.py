@@ -62,6 +62,22 @@ def test_the_failed_canary_was_rolled_back_through_compose_and_the_others_never_
     assert after["compose"]["config_files"] == entry["compose_at_up"]["config_files"]
 
 
+def test_the_canarys_fault_was_its_backend_and_was_lifted_before_the_cutover(host):
+    # The canary's pod backend reset the Go port's connections (a fault of the environment, the same
+    # on the stand-in and on real builds); no other pod's backend reset any. After `unfault` the
+    # canary's Go was answered like every other host's.
+    name = name_of(host)
+    failed = snap("after-canary-fail", name)["backend"]
+    cut_over = snap("after-cutover", name)["backend"]
+    assert failed is not None and cut_over is not None, (failed, cut_over)
+    if name == CANARY:
+        assert failed["go_resets"] >= 1 and failed["go_replies"] == 0, failed
+    else:
+        assert failed["go_connections"] == failed["go_resets"] == 0, failed
+        assert cut_over["go_resets"] == 0, cut_over
+    assert cut_over["go_replies"] > 0, cut_over
+
+
 def test_cutover_put_every_service_on_go_through_compose(host):
     run = cc.playbook_run("first")
     assert run["rc"] == 0, run["stdout_tail"]
