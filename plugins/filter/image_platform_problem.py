@@ -49,7 +49,7 @@ _value:
   type: str
 """
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import GOARCH, goarch_of_uname
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import host_goarch
 
 
 def platform_of(image):
@@ -63,8 +63,7 @@ def image_platform_problem(image, machine):
     arch = str(image.get('Architecture') or '').strip()
     image_os = str(image.get('Os') or '').strip()
     machine = str(machine or '').strip()
-    # A machine given as a GOARCH already (an engine may print amd64) is taken as it is.
-    host_arch = machine if machine in set(GOARCH.values()) else goarch_of_uname(machine)
+    host_arch = host_goarch(machine)
     wrong_os = image_os and image_os != 'linux'
     wrong_arch = arch and host_arch and arch != host_arch
     if not (wrong_os or wrong_arch):

@@ -43,7 +43,7 @@ import os
 import re
 from collections import OrderedDict
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import GOARCH, goarch_of_uname
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import host_goarch
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils.report import atomic_write
 
 STEP_NAMES = ('baseline_c', 'cutover_go', 'rollback_c')
@@ -173,10 +173,6 @@ def judge(steps, factor, slack_ms):
     return failures
 
 
-def goarch(machine):
-    return machine if machine in set(GOARCH.values()) else goarch_of_uname(machine)
-
-
 def build(steps, factor, slack_ms, machine, go_os='linux', now=None):
     """(document, failures): the Go-format report, or None with the reasons when the envelope did not hold
     (the Go drill writes no report then either). ``machine``: the drilled host's ansible_architecture or
@@ -184,7 +180,7 @@ def build(steps, factor, slack_ms, machine, go_os='linux', now=None):
     names = tuple(s['name'] for s in steps)
     if names != STEP_NAMES:
         raise DrillReportError('the steps are %s, not %s' % (', '.join(names), ', '.join(STEP_NAMES)))
-    arch = goarch(machine)
+    arch = host_goarch(machine)
     if arch is None:
         raise DrillReportError('no GOARCH is known for the machine %r' % (machine,))
     failures = judge(steps, factor, slack_ms)

@@ -34,7 +34,7 @@ import json
 import math
 from collections import namedtuple
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import GOARCH, goarch_of_uname
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import host_goarch
 
 DEFAULT_MAX_AGE_S = 7 * 86400
 FUTURE_SKEW_S = 300
@@ -173,13 +173,6 @@ def evaluate(guard, metrics, where):
         why = None if held else 'go %s ms > c %s ms * %s + %s ms = %s ms' % (
             _fmt(go_value), _fmt(c_value), _fmt(guard.factor), _fmt(guard.margin), _fmt(limit))
     return dict(figures, held=held, why=why)
-
-
-def host_goarch(value):
-    """GOARCH of a host from ``ansible_architecture`` / ``uname -m`` (x86_64) or a GOARCH (amd64)."""
-    if value in set(GOARCH.values()):
-        return value
-    return goarch_of_uname(value)
 
 
 def _entries(doc):

@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'hosts'))
 import container_fleet as cf  # noqa: E402
 from conftest import COLLECTIONS_ROOT, REPO_ROOT  # noqa: E402
-from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import goarch_of_uname  # noqa: E402
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host.elf import host_goarch  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def stage(tmp_path):
 
 def _host():
     machine = platform.machine()
-    return machine, goarch_of_uname(machine)
+    return machine, host_goarch(machine)
 
 
 def test_an_image_for_another_architecture_is_refused_naming_both(stage):

@@ -258,10 +258,3 @@ def test_opt_out_is_recorded_as_skipped():
     evidence = dualrun.skipped('mtproxy_cutover_dualrun_gate: skip', fixture('pass.json'))
     assert evidence['verdict'] == 'skipped' and evidence['skipped'] is True
     assert evidence['reason'] == 'mtproxy_cutover_dualrun_gate: skip'
-
-
-def test_host_goarch():
-    assert dualrun.host_goarch('x86_64') == 'amd64'
-    assert dualrun.host_goarch('amd64') == 'amd64'
-    assert dualrun.host_goarch('aarch64') == 'arm64'
-    assert dualrun.host_goarch('sparc64') is None

@@ -161,11 +161,15 @@ def test_the_stand_in_and_the_running_interpreter_pass_on_this_machine():
     assert os.stat(standin).st_mode & stat.S_IXUSR
 
 
-def test_goarch_of_uname_and_host_facts():
-    assert elf.goarch_of_uname('x86_64') == 'amd64'
-    assert elf.goarch_of_uname('aarch64') == 'arm64'
-    assert elf.goarch_of_uname('armv7l') == 'arm'
-    assert elf.goarch_of_uname('sparc64') is None
+def test_host_goarch_and_host_facts():
+    assert elf.host_goarch('x86_64') == 'amd64'
+    assert elf.host_goarch('aarch64') == 'arm64'
+    assert elf.host_goarch('armv7l') == 'arm'
+    assert elf.host_goarch('sparc64') is None
+    # a GOARCH already (an engine may print one) is taken as it is
+    assert elf.host_goarch('amd64') == 'amd64'
+    assert elf.host_goarch(' loong64\n') == 'loong64'
+    assert elf.host_goarch('') is None and elf.host_goarch(None) is None
     unknown = elf.host_facts('sparc64')
     assert 'machine' not in unknown and 'does not know' in unknown['description']
 

@@ -65,9 +65,13 @@ class ElfError(Exception):
     """A file that cannot be read at all (missing, a directory, no permission)."""
 
 
-def goarch_of_uname(machine):
-    """GOARCH for a ``uname -m`` / ``ansible_architecture`` value (``x86_64`` -> ``amd64``), or None."""
-    key = UNAME.get((machine or '').strip())
+def host_goarch(machine):
+    """GOARCH of a host from ``uname -m`` / ``ansible_architecture`` (``x86_64`` -> ``amd64``) or from a
+    GOARCH already (an engine may print ``amd64``), or None for a machine Go has no name for."""
+    machine = (machine or '').strip()
+    if machine in set(GOARCH.values()):
+        return machine
+    key = UNAME.get(machine)
     return GOARCH.get(key) if key else None
 
 
