@@ -16,7 +16,7 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   text + "Unrecognized option" log line on stderr, usage on stdout; Go: "Can not parse options: ..."
   + usage on stderr). No config positional -> exit 2. Missing/broken config -> exit 1; a config
   path that is a directory: C exit 2 (code -2), Go exit 1.
-  Missing ``--aes-pwd`` file: C exits 1, Go runs anyway. ``-d`` is accepted and ignored.
+  Missing ``--aes-pwd`` file, or one outside 32..256 bytes: C exits 1, Go runs anyway. ``-d`` is accepted and ignored.
 * Sockets: ``-H`` ports on ``--address`` or 0.0.0.0 (Go: [::] dual stack when available), stats on
   127.0.0.1:<-p>, SO_REUSEADDR only (never SO_REUSEPORT). Client port busy: C exits 1, the Go process
   serving it exits 2 (with -M its supervisor then exits 1). Stats port busy: C exits 1, Go logs and
@@ -97,7 +97,8 @@ What is reproduced (see tests/fixtures/real-stats/README.md for the measurements
   (``raw.rstrip(b"\0").split(b"\0")``). C workers inherit it, Go workers are started with the
   original words and rewrite theirs, so all processes show byte-identical cmdlines. When /proc or
   /proc/self/mem is unusable it stays ``python3 <path> args...``. The process name (comm) is the
-  binary's basename.
+  binary's basename. C shows each ``--nat-info`` value split at its first ':' (two words), as the
+  real C's net_add_nat_info() leaves it; Go leaves its argv alone.
 
 Not reproduced: the fake-TLS transport (-D), HTTP clients, CRC-32C on RPC connections (the test
 backend declines it), more than one RPC connection per target, daemonizing (-d), the C worker
@@ -178,6 +179,7 @@ GO_REPLY_TIMEOUT_S = 0.25
 # there) move no counter; a client still connected a few ms later has them forwarded or dropped.
 C_CLOSE_CHECK_S = 0.005
 MAX_BACKEND_TARGETS = 64
+AES_PWD_MIN, AES_PWD_MAX = 32, 256  # bytes of an --aes-pwd file the C takes
 GO_DEFAULT_CONFIG_DELAY_S = 0.3
 GO_DEFAULT_DRAIN_S = 2.0
 C_SIGINT_WORKER_WAIT_S = 1.0
@@ -1230,8 +1232,26 @@ class Log(object):
             self.plain(msg)
 
 
-def present_binary_cmdline(argv):
-    """Make /proc/self/cmdline read ``argv`` (script path as exec'd + args), like a real binary's.
+def c_cmdline_words(argv):
+    """The words the real C's /proc/PID/cmdline shows for ``argv``: net_add_nat_info()
+    (net/net-connections.c) writes a NUL over the first ':' of each ``--nat-info`` value in place,
+    so ``--nat-info L:G`` shows as three words and ``--nat-info=L:G`` as two."""
+    shown = []
+    value_next = False
+    for word in argv:
+        if value_next and ":" in word:
+            shown += word.split(":", 1)
+        elif word.startswith("--nat-info=") and ":" in word:
+            shown += word.split(":", 1)
+        else:
+            shown.append(word)
+        value_next = word == "--nat-info"
+    return shown
+
+
+def present_binary_cmdline(argv, shown=None):
+    """Make /proc/self/cmdline read ``argv`` (script path as exec'd + args), like a real binary's,
+    or ``shown`` when given (the words a real binary's cmdline shows once it edited its argv).
 
     Started through its ``#!/usr/bin/env python3`` line the kernel shows ``python3 <path> args``;
     only that form (interpreter words + exactly ``argv``) is rewritten, so a launcher that already
@@ -1255,7 +1275,7 @@ def present_binary_cmdline(argv):
         tail = [os.fsencode(a) for a in argv]
     except (IndexError, ValueError, UnicodeError):
         return words
-    wanted = b"\0".join(tail) + b"\0"
+    wanted = b"\0".join(os.fsencode(a) for a in (argv if shown is None else shown)) + b"\0"
     size = arg_end - arg_start
     if len(words) <= len(tail) or words[len(words) - len(tail):] != tail:
         return words
@@ -2434,6 +2454,9 @@ def run_c(argv0, args, faults):
             with open(s.aes_pwd, "rb") as handle:
                 aes_pwd = handle.read()
         except (IOError, OSError):
+            aes_pwd = None
+        # The real C takes 32 to 256 bytes (net-crypto-aes.c, MIN_PWD_LEN..MAX_PWD_LEN) and ends otherwise.
+        if aes_pwd is None or not AES_PWD_MIN <= len(aes_pwd) <= AES_PWD_MAX:
             log.c("fatal: cannot load secret definition file `%s'" % s.aes_pwd)
             sys.exit(1)
     if s.user and os.geteuid() == 0:
@@ -2458,7 +2481,7 @@ def run_c(argv0, args, faults):
             workers.append(pid)
     server = Server("c", s, log, faults, cfg=cfg, c_workers=workers)
     server.aes_hash = hashlib.md5(aes_pwd).hexdigest() if aes_pwd is not None else "0" * 32
-    server.backends.aes_pwd = aes_pwd if aes_pwd is not None and 32 <= len(aes_pwd) <= 256 else None
+    server.backends.aes_pwd = aes_pwd
     server.secret_count = len(secrets)
     server.secret_bytes = secrets
     server.client_listeners = listeners
@@ -2731,16 +2754,17 @@ def main(argv, variant=None):
     defines it runs as the Go flavour (its other differences, e.g. /stats on the first -H port +
     8000, are not reproduced)."""
     global C_LINES, GO_LINES, C_COUNTER_KEYS, GO_COUNTER_KEYS, LOCAL_IP, ORIGINAL_CMDLINE
-    ORIGINAL_CMDLINE = present_binary_cmdline(argv)
+    argv0 = argv[0]
+    flavour = "go" if "go" in os.path.basename(os.path.realpath(argv0) if os.sep in argv0 else argv0) else "c"
+    if variant == "go-master":
+        flavour = "go"
+    ORIGINAL_CMDLINE = present_binary_cmdline(argv, c_cmdline_words(argv) if flavour == "c" else None)
     LOCAL_IP = local_ip()
     C_LINES = parse_template(C_STATS_TEMPLATE)
     GO_LINES = parse_template(GO_STATS_TEMPLATE)
     C_COUNTER_KEYS = set(k for k, d in C_LINES if d.isdigit()) - C_NOT_COUNTERS
     GO_COUNTER_KEYS = set(k for k, d in GO_LINES if d.isdigit()) - GO_NOT_COUNTERS
-    argv0 = argv[0]
-    flavour = "go" if "go" in os.path.basename(os.path.realpath(argv0) if os.sep in argv0 else argv0) else "c"
     if variant == "go-master":
-        flavour = "go"
         go_master_flags_check(argv0, argv[1:])
     set_process_name(os.path.basename(argv0))
     faults = Faults(flavour, os.environ.get("MTPROXY_STANDIN_FAULTS", DEFAULT_FAULTS_PATH))

@@ -367,6 +367,21 @@ def test_missing_aes_pwd_c_exits_go_runs(lab):
     assert wait_for(lambda: (try_stats(int(go_args[1])) or {}).get("has_current_config") == "1")
 
 
+@pytest.mark.parametrize("size", [31, 257])
+def test_aes_pwd_of_a_wrong_size_c_exits_go_runs(lab, size):
+    # The real C loads 32..256 bytes (net-crypto-aes.c) and ends after its workers are forked.
+    lab.write("aes-pwd-%d" % size, "a" * size)
+
+    def fresh_args():
+        return ["-p", str(free_port()), "--http-stats", "-H", str(free_port()), "-S", SECRET,
+                "--aes-pwd", "aes-pwd-%d" % size, "backend.conf", "-c", "512"]
+    rc, proxy = lab.run("c", fresh_args())
+    assert rc == 1 and "fatal: cannot load secret definition file `aes-pwd-%d'" % size in proxy.stderr()
+    go_args = fresh_args()
+    lab.start("go", go_args)
+    assert wait_for(lambda: (try_stats(int(go_args[1])) or {}).get("has_current_config") == "1")
+
+
 def test_busy_ports_as_measured(lab):
     first = lab.serve("c", workers=None)
     rc, proxy = lab.run("c", lab.args(free_port(), first.client_port))
@@ -839,6 +854,19 @@ def test_cmdline_started_through_shebang_shows_the_binary_argv(lab, flavour, wor
     assert len(kids) == (workers or 0)
     for kid in kids:
         assert wait_for(lambda: read_cmdline(kid) == raw), (kid, read_cmdline(kid))
+
+
+@pytest.mark.parametrize("flavour, workers", [("c", None), ("c", 1), ("go", None)])
+@pytest.mark.parametrize("form", ["two words", "one word"])
+def test_cmdline_shows_nat_info_as_the_real_binary_leaves_it(lab, flavour, workers, form):
+    # The real C writes a NUL over the ':' of the value (net_add_nat_info); Go leaves it alone.
+    nat = ["--nat-info", "127.0.0.1:127.0.0.2"] if form == "two words" else ["--nat-info=127.0.0.1:127.0.0.2"]
+    proxy = lab.serve(flavour, workers=workers, extra=nat, direct=True)
+    shown = words(read_cmdline(proxy.pid))
+    split = [w for word in nat for w in word.split(":", 1)]
+    assert shown == (proxy.argv[:-len(nat)] + (split if flavour == "c" else nat))
+    for kid in children_of(proxy.pid):
+        assert wait_for(lambda: words(read_cmdline(kid)) == shown), (kid, read_cmdline(kid))
 
 
 def test_cmdline_started_by_interpreter_shows_the_script_argv(lab):
