@@ -277,7 +277,7 @@ baseline_path:
   returned: always
   type: str
   sample: /var/lib/mtproxy-cutover/MTProxy/baseline.json
-warnings:
+config_warnings:
   description: Warnings about the configuration (also emitted as task warnings).
   returned: always
   type: list
@@ -347,7 +347,10 @@ def main():
             module.warn(warning)
         module.fail_json(msg=fz.failure_message(message, warnings), **details)
     result["leftovers_removed"] = leftovers
-    for warning in result["warnings"]:
+    # Returned under its own name: a result key "warnings" is ansible-core's, which shows each one
+    # again (2.16) or deprecates passing it (2.19+).
+    result["config_warnings"] = result.pop("warnings")
+    for warning in result["config_warnings"]:
         module.warn(warning)
     if not module._diff:
         result.pop("diff", None)

@@ -3,7 +3,9 @@
 Shared by the module tests that need a real systemd: boot_host() starts one container of the
 test-host image ($MOLECULE_HOST_IMAGE: Debian 12 or 13, tests/hosts/build-image.sh; built when
 unset) and removes it afterwards;
-install_standin() puts the stand-in proxy, with the mtproxy_wire module it imports, at binary paths;
+install_proxies() puts the C and the Go binary at their paths: the real builds that
+$MTPROXY_C_BINARY / $MTPROXY_GO_BINARY name (as the scenarios take them), else the stand-in with
+the mtproxy_wire module it imports; standin_only() marks a test whose fault only the stand-in has;
 ModuleHost runs one collection module on it through community.docker.docker and returns the result.
 Every wait is bounded.
 """
@@ -97,6 +99,45 @@ def put(name, text, path, mode=0o644):
         os.unlink(handle.name)
 
 
+def real_build(flavour):
+    """The controller path of the real ``c`` or ``go`` build these tests run on, or None (the stand-in)."""
+    return os.environ.get({'c': 'MTPROXY_C_BINARY', 'go': 'MTPROXY_GO_BINARY'}[flavour]) or None
+
+
+def cap_connections(text):
+    """``text`` (a unit or a script) with ``-c 512`` before its ``-u`` when the C is a real build.
+
+    Here the open-files hard limit is 20000 and nothing may raise it; the real C raises its own to
+    max-conn + 16 (65,552 without -c) and ends with "fatal: cannot raise open file limit" when it
+    cannot, while the real Go port and the stand-in run on. tests/hosts/prepare_proxy_host.yml gives
+    the scenarios' real C the same flag.
+    """
+    return text.replace(' -u nobody ', ' -c 512 -u nobody ') if real_build('c') else text
+
+
+def standin_only(reason):
+    """Skip a test on real builds: it needs a knob only the stand-in has (``reason`` says which)."""
+    return pytest.mark.skipif(bool(real_build('c') or real_build('go')), reason='stand-in only: ' + reason)
+
+
+def copy_file(name, source, path, mode=0o755):
+    sh(name, 'mkdir -p %s' % os.path.dirname(path))
+    subprocess.run(['docker', 'cp', '-L', source, '%s:%s' % (name, path)], check=True, capture_output=True)
+    sh(name, 'chown root:root %s && chmod %o %s' % (path, mode, path))
+
+
+def install_proxies(name, c_path, go_path):
+    """The C binary at ``c_path`` and the Go one at ``go_path``: each real build when its variable
+    names one, else the stand-in."""
+    standin_paths = []
+    for flavour, path in (('c', c_path), ('go', go_path)):
+        if real_build(flavour):
+            copy_file(name, real_build(flavour), path)
+        else:
+            standin_paths.append(path)
+    install_standin(name, standin_paths)
+
+
 def install_standin(name, binaries):
     """The stand-in at each binary path (mode 0755), its mtproxy_wire beside each (it imports it)."""
     with open(os.path.join(STANDIN_DIR, 'mtproxy_standin.py')) as handle:
@@ -156,6 +197,7 @@ class ModuleHost(object):
                path] + (['--check'] if check else []) + (['--diff'] if diff else [])
         proc = subprocess.run(cmd, capture_output=True, env=self.env, timeout=300, check=False)
         out = proc.stdout.decode(errors='replace')
+        self.output = out + proc.stderr.decode(errors='replace')  # the last run's, warnings included
         try:
             result = json.loads(out[out.index('{'):])['plays'][0]['tasks'][0]['hosts'][self.name]
         except (ValueError, KeyError, IndexError):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from ansible_collections.mtproxy.cutover.plugins.module_utils._handover import bridge as bridgelib
-from systemd_host import ModuleHost, boot_host, cmdline, main_pid, put, sh
+from systemd_host import ModuleHost, boot_host, cmdline, main_pid, put, sh, standin_only
 from test_module_switch_prewarm import C_ARGV, C_BIN, DROPIN, GO_BIN, SECRET, _install, _standin_missing
 
 pytestmark = pytest.mark.slow
@@ -182,6 +182,7 @@ def test_a_host_without_cap_net_admin_is_refused_also_in_check_mode(host):
     nothing_left(host)
 
 
+@standin_only('a Go that rejects -p (the stand-in fault reject_flags)')
 def test_a_bridge_that_does_not_start_changes_nothing(host):
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
     try:

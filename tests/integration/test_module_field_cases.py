@@ -10,7 +10,8 @@ import json
 import os
 
 import pytest
-from systemd_host import ModuleHost, boot_host, cmdline, install_standin, main_pid, put, wait_port
+from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import unsplit_cmdline
+from systemd_host import ModuleHost, boot_host, cap_connections, cmdline, install_proxies, main_pid, put, wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,8 @@ class Host(ModuleHost):
         return int(self.sh('systemctl show -p NRestarts --value MTProxy.service').strip())
 
     def cmdline(self, pid=None):
-        return cmdline(self.name, pid or self.main_pid())
+        # the argv it was started with: the C splits its --nat-info value in /proc (real-stats README)
+        return unsplit_cmdline(cmdline(self.name, pid or self.main_pid()))
 
     def exec_start_path(self):
         out = self.sh('systemctl show -p ExecStart --value MTProxy.service')
@@ -64,9 +66,9 @@ class Host(ModuleHost):
         self.sh('systemctl stop MTProxy.service; systemctl reset-failed MTProxy.service; rm -rf %s.d %s; true'
                 % (UNIT_DIR + '/MTProxy.service', STATE), check=False)
         self.since = self.sh('sleep 1; date +%s').strip()
-        put(self.name, unit_text, UNIT_DIR + '/MTProxy.service')
+        put(self.name, cap_connections(unit_text), UNIT_DIR + '/MTProxy.service')
         for path, text in files:
-            put(self.name, text, path)
+            put(self.name, cap_connections(text), path)
         self.sh('systemctl daemon-reload && systemctl start MTProxy.service')
         wait_port(self.name, client[1], client[0])
 
@@ -74,7 +76,7 @@ class Host(ModuleHost):
 @pytest.fixture(scope='module')
 def host():
     with boot_host('mtpx-field') as (name, workdir):
-        install_standin(name, (C_BIN, GO_BIN))
+        install_proxies(name, C_BIN, GO_BIN)
         put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf')
         put(name, 'aes-secret-for-tests-of-the-field-cases\n', '/opt/MTProxy/proxy-secret')
         put(name, CLIENT_SECRET + '\n', '/opt/MTProxy/secret')

@@ -13,7 +13,8 @@ import time
 
 import pytest
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils.report_files import process_start
-from systemd_host import ModuleHost, boot_host, cmdline, install_standin, main_pid, put, sh, wait_port
+from systemd_host import (ModuleHost, boot_host, cap_connections, cmdline, install_proxies, main_pid, put, sh,
+                          standin_only, wait_port)
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +25,8 @@ STANDIN = os.path.join(REPO, 'tests', 'standin', 'mtproxy_standin.py')
 SECRET = '0123456789abcdef0123456789abcdef'
 C_BIN = '/opt/MTProxy/mtproto-proxy'
 GO_BIN = '/opt/MTProxy/releases/go-test/mtproto-proxy-go'
-EXEC_START = '%s -u nobody -p 8888 --http-stats -H 443 -S %s --aes-pwd proxy-secret proxy-multi.conf -M 1' % (
-    C_BIN, SECRET)
+EXEC_START = cap_connections('%s -u nobody -p 8888 --http-stats -H 443 -S %s --aes-pwd proxy-secret proxy-multi.conf -M 1' % (
+    C_BIN, SECRET))
 C_ARGV = EXEC_START.split()
 DROPIN = '/etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf'
 STATE_DIR = '/var/lib/mtproxy-cutover'
@@ -43,11 +44,16 @@ Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 """ % EXEC_START
-BACKEND = 'proxy_for 1 149.154.175.50:8888;\nproxy_for -1 149.154.175.50:8888;\ndefault 1;\n'
+BACKEND = 'proxy_for 1 127.0.0.1:18881;\nproxy_for -1 127.0.0.1:18881;\ndefault 1;\n'
 
 
 def _standin_missing():
     return None if os.path.exists(STANDIN) else 'tests/standin/mtproxy_standin.py is missing'
+
+
+def copy_wire(name, source_dir, dest_dir):
+    """The stand-in's mtproxy_wire beside a copy of it (a real build has none)."""
+    sh(name, 'if [ -e {0}/mtproxy_wire.py ]; then cp {0}/mtproxy_wire.py {1}/; fi'.format(source_dir, dest_dir))
 
 
 class Host(ModuleHost):
@@ -65,9 +71,9 @@ def host():
 
 
 def _install(name):
-    install_standin(name, (C_BIN, GO_BIN))
+    install_proxies(name, C_BIN, GO_BIN)
     put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf', 0o644)
-    put(name, 'aes-secret-for-tests\n', '/opt/MTProxy/proxy-secret', 0o644)
+    put(name, 'aes-secret-for-tests-of-the-switch-and-pre-warm\n', '/opt/MTProxy/proxy-secret', 0o644)
     put(name, UNIT, '/etc/systemd/system/MTProxy.service', 0o640)
     sh(name, 'systemctl daemon-reload && systemctl enable --now MTProxy.service')
     wait_port(name, 443)
@@ -188,6 +194,7 @@ def test_a_lock_left_by_a_controller_process_that_is_gone_is_broken(host):
     assert host.module('mtproxy_lock', {'run_id': 'run-next', 'state': 'released'})['released'] is True
 
 
+@standin_only('a Go that rejects -p (the stand-in fault reject_flags)')
 def test_rollback_from_a_failed_go_start(host):
     """Go that exits at start: the flip fails quoting its output; target=c still brings C back."""
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
@@ -207,8 +214,8 @@ def test_rollback_from_a_failed_go_start(host):
 def test_a_go_release_that_answers_as_c_is_refused(host):
     """A wrongly built release (the C binary under a Go path) starts fine; /stats gives it away."""
     wrong = '/opt/MTProxy/releases/mislabelled/mtproto-proxy'
-    sh(host.name, 'mkdir -p %s && cp %s %s && cp %s/mtproxy_wire.py %s/' % (
-        os.path.dirname(wrong), GO_BIN, wrong, os.path.dirname(GO_BIN), os.path.dirname(wrong)))
+    sh(host.name, 'mkdir -p %s && cp %s %s' % (os.path.dirname(wrong), C_BIN, wrong))
+    copy_wire(host.name, os.path.dirname(C_BIN), os.path.dirname(wrong))
     result = host.module('mtproxy_switch', {'target': 'go', 'binary': wrong})
     assert result.get('failed') is True
     assert result['msg'] == 'MTProxy should run the Go binary now, but /stats answers as the C binary'
@@ -248,6 +255,7 @@ def test_prewarm_good_binary_starts_and_stops(host):
     assert main_pid(host.name)  # production untouched
 
 
+@standin_only('a Go that rejects -p (the stand-in fault reject_flags)')
 def test_prewarm_rejecting_binary_fails_quoting_it(host):
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
     try:
@@ -261,6 +269,7 @@ def test_prewarm_rejecting_binary_fails_quoting_it(host):
     assert sh(host.name, 'systemctl show -p LoadState --value MTProxy-prewarm.service').strip() == 'not-found'
 
 
+@standin_only('a Go that ignores SIGTERM (the stand-in fault ignore_sigterm)')
 def test_prewarm_stop_of_a_binary_hung_on_sigterm_fails_and_cleans_up(host):
     started = host.module('mtproxy_prewarm', {'binary': GO_BIN})
     assert not started.get('failed'), started.get('msg')
@@ -281,7 +290,8 @@ def test_symlink_method_flips_and_returns(host):
     link = '/opt/MTProxy/bin/mtproto-proxy'
     c_release = '/opt/MTProxy/releases/c/mtproto-proxy'
     sh(host.name, 'mkdir -p /opt/MTProxy/bin /opt/MTProxy/releases/c && cp %s %s && ln -sfn %s %s'
-       ' && cp /opt/MTProxy/mtproxy_wire.py /opt/MTProxy/releases/c/' % (C_BIN, c_release, c_release, link))
+       % (C_BIN, c_release, c_release, link))
+    copy_wire(host.name, os.path.dirname(C_BIN), os.path.dirname(c_release))
     exec_start = EXEC_START.replace(C_BIN, link, 1)
     argv = exec_start.split()
     put(host.name, UNIT.replace(EXEC_START, exec_start), '/etc/systemd/system/MTProxy.service', 0o640)

@@ -54,6 +54,12 @@ def test_report_lists_host_on_go_with_pass_and_timings(host):
         assert isinstance(entry["timings"][key], (int, float)) and entry["timings"][key] >= 0, key
 
 
+def test_the_freeze_record_keeps_the_warning_of_the_secret_in_argv(host):
+    # The hosts run -S on the command line: mtproxy_freeze warns (config_warnings) and the report keeps it.
+    freeze = cc.load_report()["hosts"][host.backend.get_hostname()]["stages"]["freeze"]
+    assert any("use --mtproto-secret-file" in warning for warning in freeze["warnings"]), freeze["warnings"]
+
+
 def test_the_flip_timed_the_new_process(host):
     flips = [h for h in cc.host_state(host)["history"] if h["to"] == "go" and h["result"] == "ok"]
     assert flips
