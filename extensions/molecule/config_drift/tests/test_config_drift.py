@@ -23,6 +23,12 @@ def test_drift_run_refused_naming_host_and_file():
     assert report["hosts"][DRIFTED]["result"] == "on_c"
     assert "proxy-multi.conf" in report["hosts"][DRIFTED]["reason"]
     assert DRIFTED in run["stdout"] + run["stderr"]
+    # The run's reason is the drifted host's, and no other host claims a failed freeze of its own
+    # (ansible-core 2.17+ runs the rescue of every host of the play when one fails).
+    assert report["reason"].startswith(DRIFTED + ": freeze: ") and "proxy-multi.conf" in report["reason"]
+    others = dict((name, entry) for name, entry in report["hosts"].items() if name != DRIFTED)
+    assert others and all(entry["result"] == "on_c" for entry in others.values())
+    assert not any("freeze: failed" in (entry.get("reason") or "") for entry in others.values())
 
 
 def test_nothing_flipped(host):
