@@ -14,7 +14,12 @@ short_description: Record a step of a cutover, rollback or drill run and render 
 description:
   - Writes what a step learned about a host to O(run_dir)/hosts/<host>/<stage>.json, marks the start
     and end of a step on the host's timeline, and renders O(run_dir)/report.json, O(run_dir)/report.md
-    and O(run_dir)/timeline.svg again, so that an interrupted run still leaves a current report.
+    and O(run_dir)/timeline.svg again.
+  - A rendering reads the records of every host, so it is not done for each record. It is always done at the
+    start of the run, for a task with O(result), O(reason), O(proofs) or O(final), and for any task once the
+    run is finished; for a record while the run goes on, only when the last rendering is 10 s old or older.
+    So a run renders about once per 10 s of its duration, instead of once per record of every host (which
+    grew as hosts x hosts), and the report of a running run is at most 10 s behind its records.
   - This is an action plugin. It always runs on the controller, inside the task's worker, and never
     contacts the host it runs for. C(delegate_to=localhost) is not needed; the files are written on the
     controller whatever the task's host.
@@ -93,7 +98,7 @@ options:
   record:
     description:
       - Redacted facts of one stage of one host, written to O(run_dir)/hosts/<host>/<stage>.json
-        (with C(recorded_at), UTC) before the report is rendered again.
+        (with C(recorded_at), UTC) before the report is rendered again (see the description for when).
       - The C(outcome) record judges a host; its C(result) is one of V(on_go), V(rolled_back), V(on_c),
         V(failed), V(unreachable), V(locked) (another run holds the host, see its run lock), or absent (a step stopped
         the run on the host; the C(proof) says what it runs).
@@ -109,7 +114,7 @@ options:
   mark:
     description:
       - Ends and/or starts a step on the host's timeline (O(run_dir)/hosts/<host>/timeline.json), at the
-        controller's clock (UTC). A mark alone does not render the report (the next record does).
+        controller's clock (UTC). A mark alone does not render the report (the next rendering shows it).
     type: dict
     suboptions:
       close:
@@ -216,7 +221,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 report:
-  description: The report document written to report.json (null after a mark alone).
+  description: The report document written to report.json (null when the task did not render it).
   returned: always
   type: dict
 run_dir:

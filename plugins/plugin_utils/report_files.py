@@ -32,6 +32,11 @@ from ansible_collections.mtproxy.cutover.plugins.plugin_utils.credentials import
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils.timeline import render_svg
 
 REPORT_FILES = ("report.json", "report.md", "timeline.svg")
+# While a run goes on, a record renders the report again only when the last rendering is older than this
+# (seconds): a rendering reads every host's records, so one per record made a run cost O(hosts^2) on the
+# controller (docs/performance.md). The start, a result or reason, the proofs and the final task always
+# render, and so does the watcher of a run that ended without its final task.
+RENDER_EVERY_S = 10.0
 COLLECTION_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_TEMPLATE = os.path.join(COLLECTION_DIR, "roles", "report", "templates", "report.md.j2")
 
@@ -262,8 +267,24 @@ def _result(report, paths, note, run_dir, spans=None, watcher=None, changed=Fals
     return result
 
 
+def _must_render(params):
+    """True for a task whose rendering nobody else does: the start, the end, a result, reason or proofs."""
+    return bool(params.get("run") or params.get("final") or params.get("result") or params.get("reason")
+                or params.get("proofs"))
+
+
+def _rendered_within(path, seconds, now=None):
+    try:
+        age = (time.time() if now is None else now) - os.stat(path).st_mtime
+    except OSError:
+        return False
+    return 0 <= age < seconds
+
+
 def apply(params, check_mode=False, controller=None):
-    """Write what the task gives, then render the report again (not for a mark alone).
+    """Write what the task gives, then render the report again: always at the start and the end of the
+    run and with a result, a reason or proofs; for a record, when the last rendering is older than
+    RENDER_EVERY_S; never for a mark alone.
 
     params are the validated options of the mtproxy_report action plugin (see
     plugin_utils/report.ARGUMENT_SPEC); a missing key counts as not given. In check mode nothing
@@ -292,6 +313,8 @@ def apply(params, check_mode=False, controller=None):
                 run["report_template"] = os.path.abspath(run["report_template"])
             if controller:
                 run["controller"] = controller
+            # As run.json keeps them: the report rendered now must not show a URL's credentials either.
+            run = rep.redact_value(run)
         if not check_mode:
             if not os.path.isdir(run_dir):
                 os.makedirs(run_dir)
@@ -326,8 +349,14 @@ def apply(params, check_mode=False, controller=None):
                                             or params.get("final") or params.get("result") or params.get("reason")
                                             or params.get("proofs"))
     if only_mark:
-        # A mark is cheap: the next record (or the watcher) renders it.
+        # A mark is cheap: the next rendering (or the watcher) shows it.
         return _result(None, paths, note, run_dir, spans=spans, changed=changed)
+    finished = bool((run.get("finished") or {}).get("at"))
+    if not (check_mode or finished or _must_render(params)) and _rendered_within(paths[0], RENDER_EVERY_S):
+        # A record soon after the last rendering of a run that goes on: the next rendering shows it.
+        result = _result(None, paths, note, run_dir, spans=spans, changed=changed)
+        result["result"] = rep.RUNNING
+        return result
     try:
         if params.get("final") or params.get("result") == rep.FAILED:
             run = rep.finish_run(run, params.get("finished_at") or rep.utc_now(), params.get("result"), params.get("reason"))

@@ -391,6 +391,9 @@ def table(fleet):
                                               cost[n]['result_bytes'] / 1e6) for n in sizes]
         lines.append('one report record (render + result to the main process) at %s hosts: %s' % (
             '/'.join(sizes), ' / '.join(each)))
+        if all('record_soon_cpu_s' in cost[n] for n in sizes):
+            lines.append('one report record within 10 s of a rendering (no rendering) at %s hosts: %s' % (
+                '/'.join(sizes), ' / '.join('%.3f s' % cost[n]['record_soon_cpu_s'] for n in sizes)))
     for name, hosts in summary.get('hosts_at_largest', {}).items():
         lines.append('%s at %s hosts, task executions (ok/skipped), round trips: first host (canary) %s, last host %s' % (
             name, largest, _host_line(hosts['canary']), _host_line(hosts['wave'])))

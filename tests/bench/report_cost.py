@@ -1,16 +1,19 @@
 """What one record of the run report costs the controller at N hosts (make bench, after the fleet runs).
 
-Every `mtproxy.cutover.mtproxy_report` task that writes a record (not a mark alone) builds the whole
-run report and renders report.json, report.md and timeline.svg again, in the task's worker; the
-result it returns carries the whole report back to the main process. Both grow with the fleet, so a
-run pays this per record per host: O(N^2). This measures it without hosts: a real run directory of
-the bench (its last host's records) is copied to N hosts, and one more outcome record is written
-through the collection's own code (plugin_utils/report_files.apply), as the action plugin does.
+An `mtproxy.cutover.mtproxy_report` task that renders the report builds the whole run report and
+writes report.json, report.md and timeline.svg again, in the task's worker, and returns the whole
+report to the main process: both grow with the fleet. A record renders only when the last rendering
+is RENDER_EVERY_S old (plugin_utils/report_files.py); one soon after a rendering only writes its file.
+This measures both without hosts: a real run directory of the bench (its last host's records) is
+copied to N hosts, and one more outcome record is written through the collection's own code
+(plugin_utils/report_files.apply), as the action plugin does, once with an old rendering and once
+right after one.
 
     python3 tests/bench/report_cost.py RUN_DIR [N ...]      (default N: 20 100 300 1000)
 
-Prints JSON: for each N, CPU seconds of one record (median of 3), of pickling its result to the main
-process and back (a lower bound of what the main process spends on it), and the result's size.
+Prints JSON: for each N, CPU seconds of a record that renders (median of 3), of pickling its result to
+the main process and back (a lower bound of what the main process spends on it), the result's size,
+and the CPU seconds of a record soon after a rendering (`record_soon_cpu_s`).
 BENCH_COLLECTION names the checkout whose code is measured (default: this one).
 """
 import json
@@ -45,17 +48,24 @@ def fleet_run_dir(template, hosts, workdir):
     names = ['host-%d' % i for i in range(1, hosts + 1)]
     for name in names:
         shutil.copytree(source, os.path.join(run_dir, 'hosts', name))
-    run.update(expected_hosts=names, controller=None, finished={'at': None, 'result': None})
+    run.update(expected_hosts=names, controller=None)
+    run.pop('finished', None)  # a run that goes on
     with open(os.path.join(run_dir, 'run.json'), 'w') as handle:
         json.dump(run, handle)
     return run_dir, names
 
 
-def record_cost(apply, run_dir, host, rounds=3):
+def record_cost(apply, run_dir, host, rounds=3, rendering=True):
+    """(median CPU s, median pickle CPU s, result bytes) of one outcome record; ``rendering``: with the
+    last rendering older than RENDER_EVERY_S (the record renders), else just after one."""
     params = {'run_dir': run_dir, 'host': host, 'stage': 'outcome',
               'record': {'result': 'on_go', 'reason': '', 'role': 'wave', 'wave': 3}}
+    report_json = os.path.join(run_dir, 'report.json')
     cpu, transfer, size = [], [], 0
     for _round in range(rounds):
+        if os.path.exists(report_json):
+            at = 0 if rendering else time.time()
+            os.utime(report_json, (at, at))
         started = time.process_time()
         result = apply(params)
         cpu.append(time.process_time() - started)
@@ -76,8 +86,9 @@ def run(template, sizes=(20, 100, 300, 1000)):
         for hosts in sizes:
             run_dir, names = fleet_run_dir(template, hosts, workdir)
             cpu, transfer, size = record_cost(apply, run_dir, names[-1])
+            soon, _transfer, _size = record_cost(apply, run_dir, names[-1], rendering=False)
             rows[str(hosts)] = {'record_cpu_s': round(cpu, 4), 'result_pickle_cpu_s': round(transfer, 4),
-                                'result_bytes': size}
+                                'result_bytes': size, 'record_soon_cpu_s': round(soon, 4)}
             shutil.rmtree(run_dir)
         return rows
     finally:

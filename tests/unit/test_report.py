@@ -342,8 +342,16 @@ def test_records_and_run_facts_lose_url_credentials(tmp_path):
     run_dir = str(tmp_path / "run")
     url = "https://deploy:s3cr3t-token@dl.example.com/mtproxy/go?access_token=t0k3n&arch=amd64"
     rf.apply(_params(run_dir, run=dict(RUN, go={"sha256": "cd" * 32, "source": url})))
+    # The report rendered at the start shows the run facts: without the credentials either.
+    with open(os.path.join(run_dir, "report.json")) as handle:
+        assert "dl.example.com" in handle.read()
+    for name in ("report.json", "report.md"):
+        with open(os.path.join(run_dir, name)) as handle:
+            text = handle.read()
+        assert "s3cr3t-token" not in text and "t0k3n" not in text and "deploy" not in text, name
     rf.apply(_params(run_dir, host="h1", stage="outcome",
                      record={"result": "failed", "reason": "download %s failed" % url}))
+    rf.apply(_params(run_dir, final=True))
     for name in ("run.json", "report.json", "report.md", "timeline.svg", os.path.join("hosts", "h1", "outcome.json")):
         with open(os.path.join(run_dir, name)) as handle:
             text = handle.read()
@@ -419,10 +427,18 @@ def test_apply_starts_a_run_and_writes_a_record(tmp_path):
     # It wrote run.json and the report files: a change (of the controller's run directory).
     assert started["changed"] is True and started["result"] == "running"
     assert rep.load_run(run_dir) == RUN
-    result = rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
+    # A record right after a rendering is written, and shown by the next rendering.
+    soon = rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
     with open(os.path.join(run_dir, "hosts", "h1", "flip.json")) as handle:
         written = json.load(handle)
     assert written.pop("recorded_at").endswith("Z") and written == FLIP
+    assert soon["changed"] is True and soon["report"] is None and soon["result"] == "running"
+    with open(soon["json_path"]) as handle:
+        assert json.load(handle)["hosts"]["h1"]["stages"] == {}
+    # One RENDER_EVERY_S later, the next record renders the report again.
+    aged = time.time() - rf.RENDER_EVERY_S - 1
+    os.utime(soon["json_path"], (aged, aged))
+    result = rf.apply(_params(run_dir, host="h1", stage="flip", record=FLIP))
     assert result["json_path"] == os.path.join(run_dir, "report.json")
     assert result["markdown_path"] == os.path.join(run_dir, "report.md")
     assert result["timeline_path"] == os.path.join(run_dir, "timeline.svg")
@@ -432,6 +448,18 @@ def test_apply_starts_a_run_and_writes_a_record(tmp_path):
     assert written["run_id"] == "r2" and written["hosts"]["h1"]["result"] == "unknown"
     with open(result["markdown_path"]) as handle:
         assert "| h1 | canary | 0 | unknown (not judged) |" in handle.read()
+
+
+def test_apply_renders_at_once_what_nobody_else_would(tmp_path):
+    # Right after a rendering: a record with a result (stop_run.yml), the proofs and the final task
+    # still render; so does any record once the run is finished.
+    run_dir = str(tmp_path / "run")
+    rf.apply(_params(run_dir, run=RUN))
+    stopped = rf.apply(_params(run_dir, host="h1", stage="outcome", record={"reason": "freeze: drift"},
+                               result="failed", reason="h1: freeze: drift"))
+    assert stopped["report"]["hosts"]["h1"]["reason"] == "freeze: drift" and stopped["result"] == "failed"
+    after = rf.apply(_params(run_dir, host="h1", stage="lock", record={"released": True}))
+    assert after["report"] is not None and "lock" in after["report"]["hosts"]["h1"]["stages"]
 
 
 def test_apply_final_finishes_the_run(tmp_path):
