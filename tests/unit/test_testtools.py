@@ -930,3 +930,36 @@ def test_testkiller_refuses_bad_arguments():
     for bad in (["--binary-name", "a/b"], ["--max-kills", "1001"], ["--max-seconds", "0"], ["--after-s", "-1"]):
         out = subprocess.run([sys.executable, TESTKILLER] + bad, capture_output=True, timeout=30, check=False)
         assert out.returncode == 2, bad
+
+
+def test_free_port_gives_each_xdist_worker_its_own_ports_in_turn(monkeypatch):
+    # The kernel gave the same port to two binds in a row once (a stand-in's stats and client ports).
+    import loopback
+    monkeypatch.setattr(loopback, "_NEXT", [])
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    slices = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        slices.append(loopback._slice())
+    assert slices == [(20000, 24000), (24000, 28000), (28000, 32000)]
+
+    busy = {28001}  # something listens there: skipped
+
+    class Socket(object):
+        def bind(self, address):
+            if address[1] in busy:
+                raise OSError(98, "Address already in use")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(loopback.socket, "socket", Socket)
+    assert [loopback.free_port() for _ in range(3)] == [28000, 28002, 28003]
+    monkeypatch.setattr(loopback, "_NEXT", [31999])
+    assert [loopback.free_port(), loopback.free_port()] == [31999, 28000]
+    busy.update(range(28000, 32000))
+    with pytest.raises(RuntimeError, match="no free loopback port in 28000-31999"):
+        loopback.free_port()
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    assert loopback._slice() == (20000, 32000)
