@@ -5,7 +5,8 @@ test-host image ($MOLECULE_HOST_IMAGE: Debian 12 or 13, tests/hosts/build-image.
 unset) and removes it afterwards;
 install_proxies() puts the C and the Go binary at their paths: the real builds that
 $MTPROXY_C_BINARY / $MTPROXY_GO_BINARY name (as the scenarios take them), else the stand-in with
-the mtproxy_wire module it imports; standin_only() marks a test whose fault only the stand-in has;
+the mtproxy_wire module it imports; standin_only() marks a test whose fault only the stand-in has, and
+c_without_secret_file() says when the real C lacks --mtproto-secret-file (the upstream C);
 ModuleHost runs one collection module on it through community.docker.docker and returns the result.
 Every wait is bounded.
 """
@@ -99,9 +100,39 @@ def put(name, text, path, mode=0o644):
         os.unlink(handle.name)
 
 
+VARIABLES = {'c': 'MTPROXY_C_BINARY', 'go': 'MTPROXY_GO_BINARY'}
+
+
 def real_build(flavour):
-    """The controller path of the real ``c`` or ``go`` build these tests run on, or None (the stand-in)."""
-    return os.environ.get({'c': 'MTPROXY_C_BINARY', 'go': 'MTPROXY_GO_BINARY'}[flavour]) or None
+    """The controller path of the real ``c`` or ``go`` build these tests run on, or None (the stand-in).
+
+    A variable that names no file fails the test at once, naming the variable.
+    """
+    path = os.environ.get(VARIABLES[flavour]) or None
+    if path and not os.path.isfile(path):
+        pytest.fail('%s=%s is not a file: name a real %s build, or unset it for the stand-in'
+                    % (VARIABLES[flavour], path, flavour.upper() if flavour == 'c' else 'Go'), pytrace=False)
+    return path
+
+
+def c_without_secret_file():
+    """Why the C these tests run on cannot take --mtproto-secret-file, or None.
+
+    The upstream C (TelegramMessenger/MTProxy, mtproxy-0.01) has no such option and exits at once with
+    usage when given it; the C of skrashevich/MTProxy's golang branch (mtproxy-0.02) and the stand-in have
+    it. Read from the usage text the binary prints when run without arguments (on the controller).
+    """
+    path = os.environ.get(VARIABLES['c']) or None
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        usage = subprocess.run([path], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 'MTPROXY_C_BINARY=%s could not be run here to read its options: %s' % (path, exc)
+    if b'mtproto-secret-file' in usage.stdout + usage.stderr:
+        return None
+    return ('MTPROXY_C_BINARY=%s has no --mtproto-secret-file (the upstream C, mtproxy-0.01), which this '
+            'host shape runs' % path)
 
 
 def cap_connections(text):
@@ -115,9 +146,10 @@ def cap_connections(text):
     return text.replace(' -u nobody ', ' -c 512 -u nobody ') if real_build('c') else text
 
 
-def standin_only(reason):
-    """Skip a test on real builds: it needs a knob only the stand-in has (``reason`` says which)."""
-    return pytest.mark.skipif(bool(real_build('c') or real_build('go')), reason='stand-in only: ' + reason)
+def standin_only(flavour, reason):
+    """Skip a test when the ``c`` or ``go`` binary is a real build: it needs a fault only the stand-in has
+    (``reason`` says which)."""
+    return pytest.mark.skipif(bool(os.environ.get(VARIABLES[flavour])), reason='stand-in only: ' + reason)
 
 
 def copy_file(name, source, path, mode=0o755):

@@ -26,6 +26,7 @@ BUILD = os.path.join(HOSTS_DIR, "build-proxy-images.sh")
 FLEET = os.path.join(HOSTS_DIR, "container_fleet.py")
 sys.path.insert(0, HOSTS_DIR)
 import container_fleet as cf  # noqa: E402
+from systemd_host import c_without_secret_file  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,8 @@ def docker_json(*args):
 
 @pytest.fixture(scope="module")
 def images():
-    reason = cf.engine_problem()
+    # The proxy image's run.sh reads the client secret with --mtproto-secret-file.
+    reason = cf.engine_problem() or c_without_secret_file()
     if reason:
         pytest.skip(reason)
     proc = run([BUILD], timeout=1800)

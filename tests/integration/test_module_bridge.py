@@ -1,6 +1,7 @@
 """mtproxy_switch with handover=bridge on a systemd container with CAP_NET_ADMIN and nftables/iptables.
 
-The host is set up as in test_module_switch_prewarm.py (stand-in C and Go, vendor unit, manifest). A
+The host is set up as in test_module_switch_prewarm.py (C and Go: the stand-in or real builds; vendor unit,
+manifest). A
 prober (tests/bench/prober.py, 1 ms, bounded) connects to 127.0.0.1:443 during each switch: with the
 bridge it must never be refused. Then: the iptables fallback (nft hidden), an interrupted run's
 leftovers, and the refusals (no nft/iptables, no CAP_NET_ADMIN). Tests run in file order on one container.
@@ -182,7 +183,7 @@ def test_a_host_without_cap_net_admin_is_refused_also_in_check_mode(host):
     nothing_left(host)
 
 
-@standin_only('a Go that rejects -p (the stand-in fault reject_flags)')
+@standin_only('go', 'a Go that rejects -p (the stand-in fault reject_flags)')
 def test_a_bridge_that_does_not_start_changes_nothing(host):
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
     try:

@@ -23,6 +23,7 @@ ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible')
 sys.path.insert(0, HOSTS_DIR)
 import container_fleet as cf  # noqa: E402
 from conftest import COLLECTIONS_ROOT  # noqa: E402
+from systemd_host import c_without_secret_file  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,8 @@ def run_module(module, args, workdir):
 
 @pytest.fixture(scope='module')
 def fleet():
-    reason = cf.engine_problem()
+    # The proxy image's run.sh reads the client secret with --mtproto-secret-file.
+    reason = cf.engine_problem() or c_without_secret_file()
     if reason:
         pytest.skip(reason)
     prefix = 'modctr%s' % uuid.uuid4().hex[:4]

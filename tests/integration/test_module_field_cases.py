@@ -11,7 +11,8 @@ import os
 
 import pytest
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import unsplit_cmdline
-from systemd_host import ModuleHost, boot_host, cap_connections, cmdline, install_proxies, main_pid, put, wait_port
+from systemd_host import (ModuleHost, boot_host, c_without_secret_file, cap_connections, cmdline, install_proxies, main_pid,
+                          put, wait_port)
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +89,12 @@ def host():
 # ---------------------------------------------------------------------------------------------
 
 OVERRIDE = UNIT_DIR + '/MTProxy.service.d/override.conf'
+# The case's unit reads the client secret with --mtproto-secret-file.
+NO_SECRET_FILE = c_without_secret_file()
+needs_secret_file = pytest.mark.skipif(bool(NO_SECRET_FILE), reason=NO_SECRET_FILE or '')
 
 
+@needs_secret_file
 def test_vendor_dropin_is_refused_and_left_untouched(host):
     host.install_case(field('vendor-dropin', 'MTProxy.service'), [
         (OVERRIDE, field('vendor-dropin', 'MTProxy.service.d/override.conf')),
@@ -112,6 +117,7 @@ def test_vendor_dropin_is_refused_and_left_untouched(host):
     assert host.exec_start_path() == C_BIN
 
 
+@needs_secret_file
 def test_vendor_dropin_renamed_as_the_refusal_says_cuts_over_and_back(host):
     renamed = OVERRIDE.replace('override.conf', '50-override.conf')
     host.sh('mv %s %s && systemctl daemon-reload && rm -rf %s' % (OVERRIDE, renamed, STATE))

@@ -1,8 +1,9 @@
 """mtproxy_info run by ansible-core against a systemd container: what the service runs, proven.
 
-The host gets the stand-in proxy as the C binary and as a Go release, a vendor MTProxy.service and a
-freeze manifest written by the test; mtproxy_switch moves it to Go. Tests run in file order against one
-container: frozen on C, on Go, the unit stopped, a service never frozen.
+The host gets the C binary and a Go release (the stand-in, or the real builds of MTPROXY_C_BINARY /
+MTPROXY_GO_BINARY), a vendor MTProxy.service and a freeze manifest written by the test; mtproxy_switch
+moves it to Go. Tests run in file order against one container: frozen on C, on Go, the unit stopped, a
+service never frozen.
 """
 import json
 

@@ -1,8 +1,9 @@
 """mtproxy_switch and mtproxy_prewarm run by ansible-core against a systemd container.
 
-The host gets the stand-in proxy as the C binary (/opt/MTProxy/mtproto-proxy) and as the Go
-binary (/opt/MTProxy/releases/go-test/mtproto-proxy-go), a vendor MTProxy.service and a freeze
-manifest written by the test. Tests run in file order against one container.
+The host gets the C binary (/opt/MTProxy/mtproto-proxy) and the Go binary
+(/opt/MTProxy/releases/go-test/mtproto-proxy-go): the stand-in, or the real builds that
+MTPROXY_C_BINARY / MTPROXY_GO_BINARY name (systemd_host.install_proxies); a vendor MTProxy.service and
+a freeze manifest written by the test. Tests run in file order against one container.
 """
 import json
 import os
@@ -194,7 +195,7 @@ def test_a_lock_left_by_a_controller_process_that_is_gone_is_broken(host):
     assert host.module('mtproxy_lock', {'run_id': 'run-next', 'state': 'released'})['released'] is True
 
 
-@standin_only('a Go that rejects -p (the stand-in fault reject_flags)')
+@standin_only('go', 'a Go that rejects -p (the stand-in fault reject_flags)')
 def test_rollback_from_a_failed_go_start(host):
     """Go that exits at start: the flip fails quoting its output; target=c still brings C back."""
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
@@ -255,7 +256,7 @@ def test_prewarm_good_binary_starts_and_stops(host):
     assert main_pid(host.name)  # production untouched
 
 
-@standin_only('a Go that rejects -p (the stand-in fault reject_flags)')
+@standin_only('go', 'a Go that rejects -p (the stand-in fault reject_flags)')
 def test_prewarm_rejecting_binary_fails_quoting_it(host):
     put(host.name, json.dumps({'go': {'reject_flags': ['-p']}}), '/etc/mtproxy-standin/faults.json', 0o644)
     try:
@@ -269,7 +270,7 @@ def test_prewarm_rejecting_binary_fails_quoting_it(host):
     assert sh(host.name, 'systemctl show -p LoadState --value MTProxy-prewarm.service').strip() == 'not-found'
 
 
-@standin_only('a Go that ignores SIGTERM (the stand-in fault ignore_sigterm)')
+@standin_only('go', 'a Go that ignores SIGTERM (the stand-in fault ignore_sigterm)')
 def test_prewarm_stop_of_a_binary_hung_on_sigterm_fails_and_cleans_up(host):
     started = host.module('mtproxy_prewarm', {'binary': GO_BIN})
     assert not started.get('failed'), started.get('msg')
