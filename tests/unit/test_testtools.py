@@ -932,34 +932,28 @@ def test_testkiller_refuses_bad_arguments():
         assert out.returncode == 2, bad
 
 
-def test_free_port_gives_each_xdist_worker_its_own_ports_in_turn(monkeypatch):
+def test_free_port_skips_ports_another_process_holds_or_something_listens_on(monkeypatch, tmp_path):
     # The kernel gave the same port to two binds in a row once (a stand-in's stats and client ports).
+    import fcntl
+
     import loopback
-    monkeypatch.setattr(loopback, "_NEXT", [])
-    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
-    slices = []
-    for worker in ("gw0", "gw1", "gw2"):
-        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
-        slices.append(loopback._slice())
-    assert slices == [(20000, 24000), (24000, 28000), (28000, 32000)]
-
-    busy = {28001}  # something listens there: skipped
-
-    class Socket(object):
-        def bind(self, address):
-            if address[1] in busy:
-                raise OSError(98, "Address already in use")
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(loopback.socket, "socket", Socket)
-    assert [loopback.free_port() for _ in range(3)] == [28000, 28002, 28003]
-    monkeypatch.setattr(loopback, "_NEXT", [31999])
-    assert [loopback.free_port(), loopback.free_port()] == [31999, 28000]
-    busy.update(range(28000, 32000))
-    with pytest.raises(RuntimeError, match="no free loopback port in 28000-31999"):
+    monkeypatch.setattr(loopback, "LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(loopback, "_HELD", __import__("collections").deque())
+    monkeypatch.setattr(loopback, "KEEP", 2)
+    monkeypatch.setattr(loopback._RANDOM, "randrange", lambda span: 0)
+    monkeypatch.setattr(loopback, "_bindable", lambda port: port != 20002)  # something listens on 20002
+    # Another process holds 20000 (a lock on its own open file: flock conflicts as between processes).
+    other = os.open(str(tmp_path / "20000"), os.O_CREAT | os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert [loopback.free_port() for _ in range(3)] == [20001, 20003, 20004]
+        # KEEP = 2: the oldest (20001) was let go, the two latest are still held
+        assert loopback.free_port() == 20001
+    finally:
+        os.close(other)
+        while loopback._HELD:
+            os.close(loopback._HELD.popleft())
+    monkeypatch.setattr(loopback, "PORTS", (20000, 20002))
+    monkeypatch.setattr(loopback, "_bindable", lambda port: False)
+    with pytest.raises(RuntimeError, match="no free loopback port in 20000-20001"):
         loopback.free_port()
-    monkeypatch.delenv("PYTEST_XDIST_WORKER")
-    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
-    assert loopback._slice() == (20000, 32000)
