@@ -946,7 +946,7 @@ def test_free_port_skips_ports_another_process_holds_or_something_listens_on(mon
     other = os.open(str(tmp_path / "20000"), os.O_CREAT | os.O_RDWR)
     fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
-        assert [loopback.free_port() for _ in range(3)] == [20001, 20003, 20004]
+        assert [loopback.free_port() for _call in range(3)] == [20001, 20003, 20004]
         # KEEP = 2: the oldest (20001) was let go, the two latest are still held
         assert loopback.free_port() == 20001
     finally:
