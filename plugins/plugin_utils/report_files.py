@@ -273,9 +273,9 @@ def _must_render(params):
                 or params.get("proofs"))
 
 
-def _rendered_within(path, seconds, now=None):
+def _rendered_within(path, seconds):
     try:
-        age = (time.time() if now is None else now) - os.stat(path).st_mtime
+        age = time.time() - os.stat(path).st_mtime
     except OSError:
         return False
     return 0 <= age < seconds
@@ -345,9 +345,7 @@ def apply(params, check_mode=False, controller=None):
             return _result({}, (None, None, None), note, run_dir, changed=changed)
         raise rep.ReportError("no run facts in %s: pass run= once when the run starts" % run_dir)
     paths = tuple(os.path.join(run_dir, name) for name in REPORT_FILES)
-    only_mark = params.get("mark") and not (starting or params.get("record") is not None or note is not None
-                                            or params.get("final") or params.get("result") or params.get("reason")
-                                            or params.get("proofs"))
+    only_mark = params.get("mark") and not (_must_render(params) or params.get("record") is not None or note is not None)
     if only_mark:
         # A mark is cheap: the next rendering (or the watcher) shows it.
         return _result(None, paths, note, run_dir, spans=spans, changed=changed)

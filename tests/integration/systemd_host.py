@@ -163,8 +163,9 @@ def install_proxies(name, c_path, go_path):
     names one, else the stand-in."""
     standin_paths = []
     for flavour, path in (('c', c_path), ('go', go_path)):
-        if real_build(flavour):
-            copy_file(name, real_build(flavour), path)
+        source = real_build(flavour)
+        if source:
+            copy_file(name, source, path)
         else:
             standin_paths.append(path)
     install_standin(name, standin_paths)

@@ -1239,9 +1239,7 @@ def c_cmdline_words(argv):
     shown = []
     value_next = False
     for word in argv:
-        if value_next and ":" in word:
-            shown += word.split(":", 1)
-        elif word.startswith("--nat-info=") and ":" in word:
+        if (value_next or word.startswith("--nat-info=")) and ":" in word:
             shown += word.split(":", 1)
         else:
             shown.append(word)
