@@ -61,6 +61,20 @@ options:
     description: Unix socket of the Docker engine, for a container.
     type: path
     default: /var/run/docker.sock
+  privilege_drop:
+    description:
+      - How Go's privileges are kept at C's, judged once the pre-warm is ready against what C runs as (the freeze
+        keeps C's processes' uid, gid, groups and capabilities from C(/proc)).
+      - C(binary) refuses a Go with more privilege than C (root, a root group, capabilities C has not); the Go port
+        ignores C(-u) and stays root, so it is refused on a C(-u nobody) host.
+      - C(service) starts the pre-warm as the cutover drop-in will start Go, with C(User=)/C(Group=) of C's user and
+        group and C(AmbientCapabilities=CAP_NET_BIND_SERVICE) for a client port below
+        C(net.ipv4.ip_unprivileged_port_start); it refuses before starting anything when that user could not read
+        the config, aes-pwd or secret file or write the C(-l) log. Systemd units only.
+      - C(ignore) judges and returns it, never refuses.
+      - Unset, nothing is judged (the roles always set it).
+    type: str
+    choices: [binary, service, ignore]
   ready_timeout:
     description: Seconds to wait for the started binary to become ready.
     type: float
@@ -157,6 +171,15 @@ exited:
   description: Whether the main process exited after SIGTERM within O(stop_timeout).
   returned: state=stopped
   type: bool
+privileges:
+  description:
+    - With O(privilege_drop), how Go's processes compare with C's. C(verdict) C(same), C(differs) (another user or
+      groups, no more power), C(more) (refused unless O(privilege_drop=ignore)) or C(unknown) (C's were not frozen);
+      C(c) and C(go) one line each (C(uid 65534 (nobody), gid 65534 (nogroup), groups 65534 (nogroup), no
+      capability)); C(more), C(differs) and C(granted) (capabilities Go holds only by the drop-in's grant) as lists;
+      C(mode); C(refused); C(message).
+  returned: state=started, with privilege_drop, not in check mode
+  type: dict
 journal:
   description: Last journal lines of the pre-warm unit, secrets redacted.
   returned: state=stopped or failure
@@ -167,7 +190,7 @@ journal:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, PrewarmError
-from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import lock, prewarm
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import lock, prewarm, privilege_drop
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
 from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_for
 from ansible_collections.mtproxy.cutover.plugins.module_utils._state import DEFAULT_STATE_DIR, StateDir
@@ -184,6 +207,7 @@ def main():
             docker_socket=dict(type='path', default='/var/run/docker.sock'),
             ready_timeout=dict(type='float', default=15),
             stop_timeout=dict(type='float', default=10),
+            privilege_drop=dict(type='str', choices=list(privilege_drop.MODES)),
             lock_run_id=dict(type='str'),
         ),
         required_if=[('state', 'started', ['binary', 'image'], True)],
@@ -200,10 +224,17 @@ def main():
             raise PrewarmError('%s was frozen as a %s service, whose release is a Go %s: pass %s, not %s'
                                % (runtime.name, runtime.kind, runtime.release_kind, runtime.release_kind, given),
                                changed=False)
+        if params['state'] == 'started' and params['privilege_drop']:
+            try:
+                runtime.service_lines = privilege_drop.service_lines(params['privilege_drop'], runtime.manifest,
+                                                                     runtime.kind)
+            except privilege_drop.PrivilegeDropError as exc:
+                raise PrewarmError('%s: %s; nothing was started' % (runtime.name, exc), refused='privilege_drop',
+                                   changed=False)
         candidate = runtime.candidate('prewarm')
         if params['state'] == 'started':
             result = prewarm.start(candidate, params['image'] or params['binary'], params['ready_timeout'],
-                                   check_mode=module.check_mode)
+                                   check_mode=module.check_mode, privilege_drop=params['privilege_drop'])
         else:
             result = prewarm.stop(candidate, params['stop_timeout'], check_mode=module.check_mode)
     except CutoverError as exc:

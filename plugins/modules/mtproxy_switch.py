@@ -106,6 +106,19 @@ options:
     description: Seconds to wait once the old process is gone for the client port, then the stats port, to accept.
     type: float
     default: 15
+  privilege_drop:
+    description:
+      - For O(target=go), how Go's privileges are kept at C's (as M(mtproxy.cutover.mtproxy_prewarm)'s option of that
+        name); the restarted Go's processes are compared with what the freeze recorded of C's; a Go with more
+        privilege (root, a root group, capabilities C has not) fails the switch as an argv mismatch does, unless
+        V(ignore).
+      - V(service) writes C(User=)/C(Group=) of C's user and group into the cutover drop-in, and
+        C(AmbientCapabilities=CAP_NET_BIND_SERVICE) when a client port is below
+        C(net.ipv4.ip_unprivileged_port_start) (method V(dropin) only; refused before anything changes otherwise).
+        The rollback removes the drop-in, and with it those lines.
+      - Unset, nothing is compared.
+    type: str
+    choices: [binary, service, ignore]
   stop_timeout:
     description:
       - Seconds to wait for the old main process to exit once the restart began. Past it the unit's
@@ -277,6 +290,12 @@ argv_matches:
       process it forked) is read again for up to 1 s.
   returned: always
   type: bool
+privileges:
+  description:
+    - With O(privilege_drop) and O(target=go) after a restart, how the restarted Go's processes compare with C's
+      (the fields of M(mtproxy.cutover.mtproxy_prewarm)'s C(privileges)).
+  returned: when the switch to Go restarted the service with O(privilege_drop)
+  type: dict
 main_pid:
   description: MainPID of the service after the module ran.
   returned: always
@@ -369,6 +388,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, SwitchError
 from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import lock
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.privilege_drop import MODES as PRIVILEGE_DROP_MODES
 from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.switch import switch_service
 from ansible_collections.mtproxy.cutover.plugins.module_utils._handover.bridge import Handover, clear_leftovers
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.module import use_module
@@ -408,6 +428,7 @@ def main():
             handover=dict(type='str', default='restart', choices=['restart', 'bridge']),
             bridge_drain=dict(type='float', default=10),
             bridge_ready_timeout=dict(type='float', default=15),
+            privilege_drop=dict(type='str', choices=list(PRIVILEGE_DROP_MODES)),
             lock_run_id=dict(type='str'),
         ),
         required_if=[('target', 'go', ['binary', 'image'], True)],
@@ -427,7 +448,7 @@ def main():
                                 listen_timeout=params['listen_timeout'], stop_timeout=params['stop_timeout'],
                                 check_mode=module.check_mode, force_restart=params['force_restart'],
                                 journal_lines=params['journal_lines'], stop_mode=params['stop_mode'],
-                                stats_check=params['stats_check'])
+                                stats_check=params['stats_check'], privilege_drop=params['privilege_drop'])
     except CutoverError as exc:
         details = dict(exc.details)
         details['leftovers_removed'] = leftovers

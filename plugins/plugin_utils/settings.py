@@ -183,6 +183,11 @@ def check_settings(variables, spec_options):
             number = _number(settings[name])
             if number is not None and number < minimum:
                 errors.append("%s must be at least %s (got %s)" % (name, minimum, settings[name]))
+    method = settings.get("mtproxy_cutover_method")
+    if settings.get("mtproxy_cutover_privilege_drop") == "service" and method not in (None, "dropin"):
+        errors.append("mtproxy_cutover_privilege_drop=service sets User=/Group= in the cutover drop-in, which "
+                      "mtproxy_cutover_method=%s does not write: use method dropin, or privilege_drop binary or "
+                      "ignore" % method)
     if SERIAL in settings:
         problem = serial_problem(settings[SERIAL])
         if problem:

@@ -136,13 +136,22 @@ class Bench:
         names = ['%s-h%d' % (self.prefix, i) for i in range(1, count + 1)]
         lines = ['all:', '  children:', '    mtproxy:', '      vars:',
                  '        ansible_connection: community.docker.docker',
-                 '        ansible_python_interpreter: /usr/bin/python3', '      hosts:']
+                 '        ansible_python_interpreter: /usr/bin/python3']
+        if self.knows_setting('mtproxy_cutover_privilege_drop'):
+            # The hosts' C runs with -u nobody, the Go ignores -u: systemd keeps the drop (its default refuses).
+            lines.append('        mtproxy_cutover_privilege_drop: service')
+        lines.append('      hosts:')
         lines += ['        %s: {}' % n for n in names]
         lines += ['      children:', '        mtproxy_canary:', '          hosts:']
         lines += ['            %s: {}' % n for n in names[:canaries]]
         with open(path, 'w') as handle:
             handle.write('\n'.join(lines) + '\n')
         return path
+
+    def knows_setting(self, name):
+        """Whether the collection measured (BENCH_COLLECTION: perhaps an older one) has the setting."""
+        with open(os.path.join(self.collection, 'roles', 'preflight', 'meta', 'argument_specs.yml')) as handle:
+            return '%s:' % name in handle.read()
 
     def playbook(self, inventory, playbook, *extra, **kw):
         argv = ['ansible-playbook', '-i', inventory, playbook] + list(extra)

@@ -6,6 +6,8 @@
 #   DEMO_CANARY_WINDOW_S=10 DEMO_WAVE_WINDOW_S=5   observation windows passed to the playbooks,
 #   DEMO_SAMPLE_INTERVAL_S=1 DEMO_BASELINE_WINDOW_S=5  with matching /stats sampling
 #   DEMO_THRESHOLDS='{...}'                        SLO thresholds (JSON; default: the collection's defaults)
+#   DEMO_PRIVILEGE_DROP=service                    mtproxy_cutover_privilege_drop: the hosts' C runs with
+#                                                  -u nobody and the Go ignores -u (binary refuses it)
 #   DEMO_KEEP=1                                    leave the hosts running for a look around
 #   MTPROXY_C_BINARY / MTPROXY_GO_BINARY           real binaries instead of the stand-in
 #   MTPROXY_VENV (default <repo>/.venv), ANSIBLE_COLLECTIONS_PATH (default <venv>/collections)
@@ -67,7 +69,8 @@ rc=0
 step "Cut over to Go (run $run_id-cutover)"
 ansible-playbook -i "$inventory" "$repo/playbooks/cutover.yml" \
   -e "@$workdir/go-release/go-binary-vars.yml" -e "mtproxy_cutover_artifacts_dir=$artifacts" \
-  -e "mtproxy_cutover_run_id=$run_id-cutover" "${windows[@]}" || rc=$?
+  -e "mtproxy_cutover_run_id=$run_id-cutover" -e "mtproxy_cutover_privilege_drop=${DEMO_PRIVILEGE_DROP:-service}" \
+  "${windows[@]}" || rc=$?
 
 step "Roll back to C (run $run_id-rollback)"
 ansible-playbook -i "$inventory" "$repo/playbooks/rollback.yml" \

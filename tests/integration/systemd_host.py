@@ -55,10 +55,11 @@ def host_image():
 
 
 @contextlib.contextmanager
-def boot_host(prefix, capabilities=()):
+def boot_host(prefix, capabilities=(), sysctls=()):
     """(container name, a work directory) of a freshly booted host; skips when Docker is unusable.
 
     ``capabilities``: more than SYS_ADMIN (systemd's need), e.g. NET_ADMIN for the bridge handover's redirect.
+    ``sysctls``: ``name=value`` of the host's network namespace (its /proc/sys is read-only once it runs).
     """
     reason = docker_unusable()
     if reason:
@@ -68,6 +69,7 @@ def boot_host(prefix, capabilities=()):
     workdir = tempfile.mkdtemp(prefix=prefix + '-')
     try:
         caps = [arg for cap in ('SYS_ADMIN',) + tuple(capabilities) for arg in ('--cap-add', cap)]
+        caps += [arg for sysctl in sysctls for arg in ('--sysctl', sysctl)]
         subprocess.run(['docker', 'run', '-d', '--name', name, '--network', 'none'] + caps
                        + ['--cgroupns=host', '-v', '/sys/fs/cgroup:/sys/fs/cgroup:rw', '--tmpfs', '/run',
                           '--tmpfs', '/run/lock', '--tmpfs', '/tmp', '--security-opt', 'seccomp=unconfined', image],

@@ -43,6 +43,8 @@ all:
     mtproxy_cutover_sample_interval_s: 1
     mtproxy_cutover_baseline_window_s: 2
     mtproxy_drill_window_s: 2
+    # The host's C runs with -u nobody, the Go ignores -u: systemd keeps the drop for it.
+    mtproxy_cutover_privilege_drop: service
   children:
     mtproxy:
       hosts:

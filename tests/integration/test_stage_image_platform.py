@@ -53,6 +53,7 @@ PLAYBOOK = """
         stage_binary_lock_run_id: ""
         stage_binary_version: ""
         stage_binary_keep_releases: 0
+        stage_binary_privilege_drop: binary
 
     - name: Show what was staged
       ansible.builtin.debug:

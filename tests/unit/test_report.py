@@ -805,6 +805,28 @@ def test_report_md_has_a_row_per_bridge_handover(tmp_path):
     assert "## Bridge handovers" not in rf.render_markdown(_report(run_dir))
 
 
+def test_report_md_says_what_go_runs_as_against_c(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2", "h3"))
+    kept = {"verdict": "same", "refused": False, "mode": "service", "granted": ["CAP_NET_BIND_SERVICE"],
+            "go": "uid 65534 (nobody), gid 65534 (nogroup), groups 65534 (nogroup), CAP_NET_BIND_SERVICE",
+            "c": "uid 65534 (nobody), gid 65534 (nogroup), groups 65534 (nogroup), no capability"}
+    rep.write_record(run_dir, "h1", "prewarm", {"ready_ms": 20.0, "privileges": dict(kept)})
+    rep.write_record(run_dir, "h1", "flip", dict(FLIP, privileges=kept))
+    rep.write_record(run_dir, "h2", "prewarm", {"ready_ms": 20.0, "privileges": dict(
+        kept, verdict="more", refused=True, mode="binary", granted=[], go="uid 0 (root), gid 0 (root)")})
+    rep.write_record(run_dir, "h3", "flip", dict(FLIP, privileges=None))
+    markdown = rf.render_markdown(_report(run_dir))
+    section = markdown.split("## Privileges of Go against C", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    assert lines == [
+        "- h1: same (service): Go %s; C %s, granted CAP_NET_BIND_SERVICE" % (kept["go"], kept["c"]),
+        "- h2: more (refused) (binary): Go uid 0 (root), gid 0 (root); C %s" % kept["c"]]
+    rep.write_record(run_dir, "h1", "flip", FLIP)
+    rep.write_record(run_dir, "h1", "prewarm", {"ready_ms": 20.0})
+    rep.write_record(run_dir, "h2", "prewarm", {"ready_ms": 20.0})
+    assert "## Privileges" not in rf.render_markdown(_report(run_dir))
+
+
 # --- results read from the hosts: what each host runs at the end of the run, against the run's intent ---
 
 def _info(running, reason=None, **extra):

@@ -19,6 +19,7 @@ import json
 from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, FreezeError, NetnsError
 from ansible_collections.mtproxy.cutover.plugins.module_utils._handover import bridge as br
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host import netns
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import privileges as pv
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import manifest as mf
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import refusals as rf
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import unit as un
@@ -158,6 +159,19 @@ def observe_stats(params, result, parsed, warnings, store):
     return result
 
 
+def keep_privileges(live, main_pid, warnings):
+    """What C's processes run as (uid, gid, groups, capabilities from /proc), kept in the manifest for
+    the privilege parity of the pre-warm and the flip (privilege_drop)."""
+    if not main_pid:
+        return
+    try:
+        live["privileges"] = pv.frozen_form(pv.snapshot_tree(main_pid))
+    except pv.PrivilegeError as exc:
+        live["warnings"].append("what C runs as could not be read (%s): the pre-warm and the flip cannot compare "
+                                "Go's privileges with it" % exc)
+        warnings[:] = live["warnings"]
+
+
 def persist(result, store, check_mode):
     """Write what the freeze decided (baseline, then manifest), only after every check passed."""
     writes = result.pop("_writes", [])
@@ -175,6 +189,8 @@ def freeze_host(params, run_command, check_mode, now, warnings):
     read = runtime.read_for_freeze(params, run_command, now, warnings, method_class)
     result, frozen, live, flipped = read["result"], read["frozen"], read["live"], read["flipped"]
     name = runtime.name
+    if not flipped:
+        keep_privileges(live, read.get("main_pid"), warnings)
     status, drift = decide(frozen, live, flipped, read["state"], read["cutover_present"], read["live_is_go"],
                            params["refreeze"], name, result["manifest_path"], skip=read["skip"],
                            accept_refresh=params.get("accept_refresh") or ())
@@ -185,6 +201,10 @@ def freeze_host(params, run_command, check_mode, now, warnings):
         after = refreshed_manifest(frozen, live)
         after["warnings"] = live["warnings"] + [warnings[-1]]
         _write(result, frozen, after, status)
+    elif status == "unchanged" and not flipped and live.get("privileges") and not frozen.get("privileges"):
+        # A manifest of a version that did not keep what C runs as: completed once, nothing else changes.
+        frozen["warnings"] = live["warnings"]
+        _write(result, frozen, dict(frozen, privileges=live["privileges"]), status)
     elif status == "unchanged":
         if not flipped or runtime.release_kind == "image":
             # Seen again: keep the frozen document, report current warnings (on a container on Go too:

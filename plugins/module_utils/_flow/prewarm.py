@@ -16,7 +16,9 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import NetnsError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import NetnsError, PrewarmError
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import privilege_drop as pd
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import privileges as pv
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host import probe
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.process import ms
 from ansible_collections.mtproxy.cutover.plugins.module_utils._slo.baseline import FLAVORS
@@ -116,8 +118,20 @@ def wait_ready(candidate, deadline, check_stats=True, clock=time.monotonic, slee
     return None, stats_seen, why
 
 
-def start(candidate, release, ready_timeout, check_mode=False, check_stats=True):
-    """Start ``candidate`` with ``release`` (a binary path or an image) and wait until it is ready."""
+def start(candidate, release, ready_timeout, check_mode=False, check_stats=True, privilege_drop=None):
+    """Start ``candidate`` with ``release`` (a binary path or an image) and wait until it is ready.
+
+    With ``privilege_drop`` (privilege_drop.MODES) the ready candidate's processes are judged against
+    what C runs as (``result['privileges']``); a refused one is stopped and the start fails."""
+    if privilege_drop is not None:
+        problems = pd.file_problems(privilege_drop, candidate.manifest)
+        if problems:
+            user, group = pd.service_identity(candidate.manifest)
+            raise PrewarmError('%s: privilege_drop=service would run Go as %s:%s, which cannot use what C opened as '
+                               'root before it dropped to that user: %s. Way forward: make them readable (the log '
+                               'writable) for that user or group, or use privilege_drop=binary or ignore; nothing '
+                               'was started' % (candidate.service, user, group, '; '.join(problems)),
+                               refused='privilege_files', changed=False)
     result = candidate.prepare(release)
     if check_mode:
         return result
@@ -141,7 +155,23 @@ def start(candidate, release, ready_timeout, check_mode=False, check_stats=True)
                        **details)
     result['ready_ms'] = ms(ready - started)
     result['pid'] = candidate.pid()
+    if privilege_drop is not None:
+        result['privileges'] = judge_privileges(candidate, privilege_drop, details)
     return result
+
+
+def judge_privileges(candidate, mode, details):
+    """privilege_drop.judge of a ready candidate; a refusal stops it and fails (candidate.fail)."""
+    try:
+        processes = candidate.processes()
+    except pv.PrivilegeError as exc:
+        candidate.fail('%s on %s: what its processes run as could not be read (%s); it was stopped'
+                       % (candidate.what, candidate.service, exc), **details)
+    judged = pd.judge(mode, candidate.manifest, processes, candidate.runtime.service_lines)
+    if judged['refused']:
+        candidate.fail('%s on %s refused: %s; it was stopped' % (candidate.what, candidate.service, judged['message']),
+                       privileges=judged, refused='privileges', **details)
+    return judged
 
 
 def stop(candidate, stop_timeout, check_mode=False):

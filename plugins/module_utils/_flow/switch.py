@@ -21,8 +21,11 @@ import time
 from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import CutoverError, SwitchError
 from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.proof import (
     C_STATS_UNSAFE, STATS_CHECK_TIMEOUT, c_stats_unsafe, check_stats_flavor, frozen_argv)
+from ansible_collections.mtproxy.cutover.plugins.module_utils._flow import privilege_drop as pd
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import privileges as pv
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.process import now_iso
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.argv import redact_text
+from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime import pointing as pt
 from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.choice import runtime_for
 from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.base import STOP_MODES
 from ansible_collections.mtproxy.cutover.plugins.module_utils._state import TARGETS, StateDir, state_agrees, transition
@@ -48,18 +51,22 @@ def switch_service(service, state_dir, target, release=None, method=None, docker
 
 
 def switch(runtime, target, release=None, method=None, listen_timeout=15.0, stop_timeout=30.0, check_mode=False,
-           force_restart=False, journal_lines=0, stop_mode='listeners_closed', stats_check=True, bridge=None):
+           force_restart=False, journal_lines=0, stop_mode='listeners_closed', stats_check=True, bridge=None,
+           privilege_drop=None):
     """Point ``runtime``'s service at ``target`` and restart it; returns the module result (without secrets).
 
     ``release`` is the staged Go binary or image for target=go (ignored for target=c, which returns to
     what was frozen). With ``stats_check`` (not in check mode) the result is proven by /stats. With
     ``bridge`` (a ``_handover.bridge.Handover``) new clients go to a bridge while the service
     restarts; it is drained and stopped before this returns or raises, and its figures are
-    ``result['bridge']``.
+    ``result['bridge']``. With ``privilege_drop`` (privilege_drop.MODES) a switch to Go runs it as
+    that mode says and proves its processes' privileges against C's (``result['privileges']``).
     """
+    if target == 'go' and privilege_drop:
+        runtime.service_lines = service_lines(runtime, method, privilege_drop)
     try:
         result = _switch(runtime, target, release, method, listen_timeout, stop_timeout, check_mode, force_restart,
-                         journal_lines, stop_mode, bridge)
+                         journal_lines, stop_mode, bridge, privilege_drop if target == 'go' else None)
     except SwitchError as exc:
         if bridge is not None:
             exc.details['bridge'] = record_bridge(runtime.store, bridge.finish())
@@ -91,6 +98,25 @@ def record_bridge(store, record):
     return record if record.get('ready_ms') is not None else None
 
 
+def service_lines(runtime, method, mode):
+    """privilege_drop's lines for the cutover drop-in; SwitchError (nothing changed) when it cannot have them."""
+    pointing = pt.method_of(runtime.state, 'go', method) if runtime.kind == 'systemd' else None
+    try:
+        return pd.service_lines(mode, runtime.manifest, runtime.kind, pointing)
+    except pd.PrivilegeDropError as exc:
+        raise SwitchError('%s: %s; nothing was changed' % (runtime.name, exc), refused='privilege_drop', changed=False)
+
+
+def prove_privileges(runtime, main_pid, mode):
+    """(privilege_drop.judge of the restarted Go, failure text or None)."""
+    try:
+        processes = runtime.proxy_processes(main_pid)
+    except pv.PrivilegeError as exc:
+        return None, 'what the restarted Go runs as could not be read: %s' % exc
+    judged = pd.judge(mode, runtime.manifest, processes, runtime.service_lines)
+    return judged, judged['message'] if judged['refused'] else None
+
+
 def check_release(target, release, runtime):
     if target == 'go' and runtime.release_kind == 'binary':
         if not release:
@@ -103,7 +129,7 @@ def check_release(target, release, runtime):
 
 
 def _switch(runtime, target, release, method, listen_timeout, stop_timeout, check_mode, force_restart,
-            journal_lines, stop_mode, bridge):
+            journal_lines, stop_mode, bridge, privilege_drop):
     if target not in TARGETS:
         raise SwitchError('target must be one of %s' % ', '.join(TARGETS))
     if stop_mode not in STOP_MODES:
@@ -185,6 +211,8 @@ def _switch(runtime, target, release, method, listen_timeout, stop_timeout, chec
         result['argv_matches'] = matches
         if not matches:
             failure = 'the restarted process does not run the expected argv: %s' % why
+    if failure is None and privilege_drop:
+        result['privileges'], failure = prove_privileges(runtime, main_pid, privilege_drop)
     new_state['history'][-1].update(result='ok' if failure is None else 'failed', timings=timings)
     runtime.store.save_state(new_state)
     if failure is not None:

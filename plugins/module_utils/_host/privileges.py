@@ -126,26 +126,30 @@ def snapshot_tree(main_pid, proc='/proc'):
     return snapshot
 
 
+def _passwd_name(uid):
+    try:
+        import pwd
+        return pwd.getpwuid(int(uid)).pw_name
+    except (ImportError, KeyError):
+        return None
+
+
+def _group_name(gid):
+    try:
+        import grp
+        return grp.getgrgid(int(gid)).gr_name
+    except (ImportError, KeyError):
+        return None
+
+
 def _user(uid, names):
     """``65534 (nobody)``; the name from ``names`` when given, else from this host's user database."""
-    name = names.get(uid) if names is not None else None
-    if names is None:
-        try:
-            import pwd
-            name = pwd.getpwuid(uid).pw_name
-        except (ImportError, KeyError):
-            name = None
+    name = names.get(uid) if names is not None else _passwd_name(uid)
     return '%d (%s)' % (uid, name) if name else str(uid)
 
 
 def _group(gid, names):
-    name = names.get(gid) if names is not None else None
-    if names is None:
-        try:
-            import grp
-            name = grp.getgrgid(gid).gr_name
-        except (ImportError, KeyError):
-            name = None
+    name = names.get(gid) if names is not None else _group_name(gid)
     return '%d (%s)' % (gid, name) if name else str(gid)
 
 
@@ -289,3 +293,42 @@ def unreadable_for(paths, uid, gids):
         if reason:
             problems.append((path, reason))
     return problems
+
+
+# What a frozen snapshot keeps of each process (no pid: a restart changes it, not the privileges).
+FROZEN_FIELDS = ('role', 'name', 'uid', 'gid', 'groups', 'capprm', 'capeff', 'capamb', 'capbnd', 'no_new_privs')
+
+
+def frozen_form(procs):
+    """A snapshot_tree list as the manifest keeps it."""
+    return [dict((key, proc.get(key)) for key in FROZEN_FIELDS) for proc in procs]
+
+
+def main_identity(procs):
+    """(uid, gid) the main process of a snapshot runs as (effective ids)."""
+    main = next((proc for proc in procs if proc.get('role') == 'main'), procs[0])
+    return main['uid'][1], main['gid'][1]
+
+
+def user_name(uid):
+    """The name of ``uid`` on this host, else the number as text (systemd's User= takes either)."""
+    return _passwd_name(uid) or str(uid)
+
+
+def group_name(gid):
+    return _group_name(gid) or str(gid)
+
+
+def not_writable_for(path, uid, gids):
+    """Why ``uid`` with groups ``gids`` cannot open ``path`` for appending (the file's mode, or for a
+    file not there yet its directory's), or None. Search permission above it is unreadable_for's."""
+    gids = set(gids)
+    target = path if os.path.exists(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        return '%s: %s' % (target, exc.strerror or exc)
+    if _may(st, uid, gids, stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH):
+        return None
+    return '%s %s (mode %04o, uid %d, gid %d) is not writable' % (
+        'file' if target == path else 'directory', target, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)

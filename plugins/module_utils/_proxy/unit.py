@@ -332,6 +332,22 @@ def exec_start_entries(unit_texts):
     return entries
 
 
+def service_setting(unit_texts, key):
+    """The value of a single-valued [Service] setting (``User``, ``Group``) after every file of
+    ``unit_texts`` (the last assignment wins, an empty one resets it), or None."""
+    value = None
+    for _path, text in unit_texts:
+        section = None
+        for line in _logical_lines(text):
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1].strip()
+                continue
+            name, sep, assigned = line.partition("=")
+            if sep and section == "Service" and name.strip() == key:
+                value = assigned.strip() or None
+    return value
+
+
 def exec_start_from_unit_texts(unit_texts):
     """The single effective ExecStart raw text (a service that runs the proxy has exactly one)."""
     entries = exec_start_entries(unit_texts)

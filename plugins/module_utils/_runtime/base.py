@@ -27,6 +27,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import privileges as pv
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host import probe
 
 # How often the client port is probed while the old generation stops and the new one starts.
@@ -113,6 +114,8 @@ class Runtime:
     # and why not when it does not (after the service's name).
     supports_bridge = False
     bridge_refusal = None
+    # The [Service] lines privilege_drop=service gives the pre-warm unit and the cutover drop-in.
+    service_lines = ()
 
     def __init__(self, store, manifest=None, state=None):
         self.store = store
@@ -142,6 +145,11 @@ class Runtime:
 
     def prove(self, target, plan=None, wait_s=0.0):
         raise NotImplementedError
+
+    @staticmethod
+    def proxy_processes(main_pid):
+        """Privileges of the proxy's processes (``privileges.snapshot_tree``) from the main PID."""
+        return pv.snapshot_tree(main_pid)
 
     def stats_reader(self):
         """``read(url, timeout_s)`` that reads /stats where the service's stats port is."""

@@ -35,6 +35,7 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.proof import
     argv_matches, client_hosts_of, explain_mismatch, frozen_argv, read_stats_flavor)
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host import container_proc as ch
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host import netns, proc
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import privileges as pv
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.docker_api import Docker
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.process import ms
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy import container_spec as ct
@@ -248,6 +249,9 @@ class ContainerCandidate:
     def pid(self):
         return ((self.docker.container_or_none(self.name) or {}).get('State') or {}).get('Pid')
 
+    def processes(self):
+        return self.runtime.proxy_processes(self.pid())
+
     def fail(self, message, **details):
         logs = container_logs(self.docker, self.name, LOG_LINES, self.secrets)
         self.docker.remove(self.name, force=True, volumes=True)
@@ -448,9 +452,19 @@ class ContainerRuntime(Runtime):
                 'frozen': frozen, 'live': live, 'flipped': flipped, 'state': state, 'live_is_go': live_is_go,
                 # On Go the image fields differ by design; everything else, argv included, must be as frozen.
                 'cutover_present': False, 'skip': ('container.image',) if flipped else (),
-                'argv': frozen['argv'] if flipped else live_argv, 'netns_pid': netns_pid, 'ipv6_loopback': False}
+                'argv': frozen['argv'] if flipped else live_argv, 'netns_pid': netns_pid, 'ipv6_loopback': False,
+                'main_pid': pid}
 
     # -- candidates ----------------------------------------------------------------------------
+
+    @staticmethod
+    def proxy_processes(main_pid):
+        """From the container's first process: the proxy (an entrypoint shell that forks is not it)."""
+        try:
+            pid = ch.proxy_process(main_pid)[0]
+        except HostError as exc:
+            raise pv.PrivilegeError(str(exc))
+        return pv.snapshot_tree(pid)
 
     def candidate(self, role='prewarm', flavor='go', **_options):
         if role != 'prewarm':

@@ -83,14 +83,16 @@ def systemd_path_word(path):
     return word
 
 
-def render_dropin(exec_start, go_binary):
-    """Drop-in text that runs ``go_binary`` with the rest of the vendor ExecStart byte-identical."""
+def render_dropin(exec_start, go_binary, service_lines=()):
+    """Drop-in text that runs ``go_binary`` with the rest of the vendor ExecStart byte-identical;
+    ``service_lines`` (privilege_drop=service's User=/Group=/AmbientCapabilities=) follow it."""
     prefix, _program, rest = split_program(exec_start)
     if '@' in prefix:
         # With "@" the next word is argv[0]; keeping it would hide which binary runs, so refuse.
         raise SwitchError('ExecStart uses the "@" prefix (explicit argv[0]); method=dropin does not support it')
     rest = rest.rstrip('\n')
-    return '%s[Service]\nExecStart=\nExecStart=%s%s%s\n' % (DROPIN_HEADER, prefix, systemd_path_word(go_binary), rest)
+    return '%s[Service]\nExecStart=\nExecStart=%s%s%s\n%s' % (
+        DROPIN_HEADER, prefix, systemd_path_word(go_binary), rest, ''.join(line + '\n' for line in service_lines))
 
 
 def dropin_path(unit_name, systemd_dir=SYSTEMD_DIR):
@@ -152,12 +154,13 @@ class Pointing:
 
     method = None
 
-    def __init__(self, manifest, state, target, binary, systemd_dir=SYSTEMD_DIR):
+    def __init__(self, manifest, state, target, binary, systemd_dir=SYSTEMD_DIR, service_lines=()):
         self.manifest = manifest
         self.state = state or {}
         self.target = target
         self.binary = binary
         self.systemd_dir = systemd_dir
+        self.service_lines = list(service_lines)
         self.path = None
         self.current = None
         self.desired = None
@@ -227,12 +230,12 @@ class DropIn(Pointing):
 
     method = 'dropin'
 
-    def __init__(self, manifest, state, target, binary, systemd_dir=SYSTEMD_DIR):
-        super(DropIn, self).__init__(manifest, state, target, binary, systemd_dir)
+    def __init__(self, manifest, state, target, binary, systemd_dir=SYSTEMD_DIR, service_lines=()):
+        super(DropIn, self).__init__(manifest, state, target, binary, systemd_dir, service_lines)
         unit = manifest['unit']
         self.path = dropin_path(manifest['unit_name'], systemd_dir)
         self.current = read_text(self.path)
-        self.desired = render_dropin(unit['exec_start'], binary) if target == 'go' else None
+        self.desired = render_dropin(unit['exec_start'], binary, self.service_lines) if target == 'go' else None
         self.mode = fragment_mode(unit.get('fragment_path'))
 
     @classmethod
@@ -283,8 +286,8 @@ class Symlink(Pointing):
 
     method = 'symlink'
 
-    def __init__(self, manifest, state, target, binary, systemd_dir=SYSTEMD_DIR):
-        super(Symlink, self).__init__(manifest, state, target, binary, systemd_dir)
+    def __init__(self, manifest, state, target, binary, systemd_dir=SYSTEMD_DIR, service_lines=()):
+        super(Symlink, self).__init__(manifest, state, target, binary, systemd_dir, service_lines)
         self.path = exec_program(manifest)
         if not os.path.islink(self.path):
             raise SwitchError('method=symlink needs the ExecStart binary %s to be a symlink (current -> release), '
@@ -363,6 +366,6 @@ def method_of(state, target, requested=None):
     return requested or DEFAULT_METHOD
 
 
-def pointing_for(manifest, state, target, binary, requested=None, systemd_dir=SYSTEMD_DIR):
+def pointing_for(manifest, state, target, binary, requested=None, systemd_dir=SYSTEMD_DIR, service_lines=()):
     """The Pointing of the method ``method_of`` chooses, planned for ``target``."""
-    return METHODS[method_of(state, target, requested)](manifest, state, target, binary, systemd_dir)
+    return METHODS[method_of(state, target, requested)](manifest, state, target, binary, systemd_dir, service_lines)

@@ -27,6 +27,7 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils._errors import (
 from ansible_collections.mtproxy.cutover.plugins.module_utils._flow.proof import (
     argv_matches, client_hosts_of, explain_mismatch, frozen_argv, read_stats_flavor)
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host import proc, probe, process
+from ansible_collections.mtproxy.cutover.plugins.module_utils._host import privileges as pv
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.files import read_shebang
 from ansible_collections.mtproxy.cutover.plugins.module_utils._host.systemd import (
     Systemd, describe_unit_state, exec_start_path, journal_tail, kill_unit, unit_texts)
@@ -43,6 +44,7 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils._state import (
     BRIDGE_ENV, BRIDGE_LOG, PREWARM_ENV, PREWARM_LOG)
 
 STATE_CHECK_INTERVAL = 0.2
+USER_LOG_DIR = '/run/mtproxy-cutover'
 UNIT_STATE_PROPS = ('Id', 'ActiveState', 'SubState', 'Result', 'ExecMainCode', 'ExecMainStatus', 'MainPID')
 CANDIDATE_PROPS = ('Id', 'LoadState', 'ActiveState', 'SubState', 'Result', 'MainPID', 'ExecMainCode',
                    'ExecMainStatus', 'ExecMainStartTimestampMonotonic', 'Transient', 'FragmentPath')
@@ -217,6 +219,17 @@ def cleanup(unit, env_path=None):
         os.unlink(env_path)
 
 
+def user_log_path(unit, manifest, run_dir=USER_LOG_DIR):
+    """The pre-warm's -l file when systemd runs it as C's user (privilege_drop=service): the state
+    directory is root's alone, so it goes to ``run_dir``/<unit>/, a directory of that user."""
+    uid, gid = pv.main_identity(manifest['privileges'])
+    directory = os.path.join(run_dir, unit)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    os.chown(directory, uid, gid)
+    return os.path.join(directory, PREWARM_LOG)
+
+
 class UnitCandidate:
     """A candidate as a transient unit: the frozen argv on free ports, run as the service would run it.
 
@@ -262,8 +275,13 @@ class UnitCandidate:
         env_files = list(unit.get('environment_files') or [])
         if unit.get('environment'):
             env_files.append({'path': self.env_path, 'optional': False})
-        properties = service_properties(self.runtime.show(*self.runtime.candidate_show_props()),
-                                        exec_prefix(self.manifest)) + self.unit_properties
+        show = self.runtime.show(*self.runtime.candidate_show_props())
+        if self.flavor == 'c':
+            show = self.runtime.vendor_credentials(show)
+        properties = service_properties(show, exec_prefix(self.manifest)) + self.unit_properties
+        if self.flavor == 'go':
+            # Exactly as the cutover drop-in will run Go (privilege_drop=service), a bridge too.
+            properties += ['--property=%s' % line for line in self.runtime.service_lines]
         return systemd_run_argv(self.unit, self.argv, unit.get('working_directory'), env_files,
                                 self.description or 'mtproxy.cutover %s of %s' % (self.what, self.binary), properties)
 
@@ -271,6 +289,8 @@ class UnitCandidate:
         if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
             raise PrewarmError('binary %s is missing or not executable on the host' % binary)
         self.binary = binary
+        if self.role == 'prewarm' and self.runtime.service_lines and parse_argv(frozen_argv(self.manifest)).has('log'):
+            self.log_path = user_log_path(self.unit, self.manifest)
         self.argv, self.stats_port, self.client_ports = self.plan(binary)
         self.stats_url = 'http://127.0.0.1:%d/stats' % self.stats_port
         return {'changed': True, 'unit': self.unit, 'stats_url': self.stats_url, 'stats_port': self.stats_port,
@@ -310,6 +330,9 @@ class UnitCandidate:
 
     def pid(self):
         return self.systemd.main_pid()
+
+    def processes(self):
+        return self.runtime.proxy_processes(self.pid())
 
     def fail(self, message, **details):
         journal = journal_tail(self.unit, self.since, secrets=self.secrets)
@@ -630,15 +653,21 @@ def gather_unit(show, name):
         vendor = un.parse_exec_command(vendor_raw, name, env, host)
     except un.UnitError as exc:
         raise FreezeError('%s: %s' % (name, exc))
-    working_directory, _missing_ok = un.show_working_directory(show.get('WorkingDirectory'), show.get('User'))
+    cutover_present = any(un.is_cutover_dropin(p) for p in drop_ins)
+    if cutover_present:
+        # The cutover drop-in may set User=/Group= for Go (privilege_drop=service): C's are the vendor's.
+        user, group = un.service_setting(vendor_texts, 'User'), un.service_setting(vendor_texts, 'Group')
+    else:
+        user, group = show.get('User') or None, show.get('Group') or None
+    working_directory, _missing_ok = un.show_working_directory(show.get('WorkingDirectory'), user)
     unit = {
         'fragment_path': fragment,
         'fragment_sha256': mf.sha256_file(fragment),
         'drop_ins': [{'path': p, 'sha256': mf.sha256_file(p)} for p in un.vendor_drop_ins(drop_ins)],
         'exec_start': vendor_raw,
         'exec_start_argv': vendor['argv'],
-        'user': show.get('User') or None,
-        'group': show.get('Group') or None,
+        'user': user,
+        'group': group,
         'working_directory': working_directory,
         'environment': listed_env,
         'environment_files': env_files,
@@ -650,7 +679,7 @@ def gather_unit(show, name):
         'effective': effective,
         'effective_argv': effective['argv'],
         'from_cutover': un.is_cutover_dropin(un.exec_start_source(texts) or ''),
-        'cutover_present': any(un.is_cutover_dropin(p) for p in drop_ins),
+        'cutover_present': cutover_present,
     }
 
 
@@ -747,6 +776,18 @@ class SystemdRuntime(Runtime):
     def show(self, *props):
         return self.systemd.show(*props)
 
+    def vendor_credentials(self, show):
+        """``show`` with User=, Group= and AmbientCapabilities= as the unit's own files set them: while the
+        cutover drop-in is there, the ones it sets (privilege_drop=service) are Go's, not C's."""
+        texts = unit_texts(self.systemd) or []
+        if not any(un.is_cutover_dropin(path) for path, _text in texts):
+            return show
+        vendor = [(path, text) for path, text in texts if not un.is_cutover_dropin(path)]
+        out = dict(show)
+        for name in ('User', 'Group', 'AmbientCapabilities'):
+            out[name] = un.service_setting(vendor, name) or ''
+        return out
+
     @staticmethod
     def candidate_show_props():
         return CREDENTIAL_PROPS + LIMIT_PROPS + tuple(p + 'Soft' for p in LIMIT_PROPS) + PRIVILEGE_PROPS \
@@ -800,7 +841,7 @@ class SystemdRuntime(Runtime):
                 'frozen': frozen, 'live': live, 'flipped': flipped, 'state': state,
                 'live_is_go': is_go_binary(live_argv[0], params['go_binaries']),
                 'cutover_present': gathered['cutover_present'], 'skip': ('argv',) if flipped else (),
-                'argv': facts_argv, 'netns_pid': None, 'ipv6_loopback': probe.ipv6_loopback()}
+                'argv': facts_argv, 'netns_pid': None, 'ipv6_loopback': probe.ipv6_loopback(), 'main_pid': pid}
 
     # -- candidates --------------------------------------------------------------------------------
 
@@ -812,7 +853,8 @@ class SystemdRuntime(Runtime):
 
     def plan(self, target, release, method=None):
         """The pointing of the method ``method_of`` chooses, planned for ``target``."""
-        return pt.pointing_for(self.manifest, self.state, target, release, method, self.systemd_dir)
+        return pt.pointing_for(self.manifest, self.state, target, release, method, self.systemd_dir,
+                               self.service_lines if target == 'go' else ())
 
     def live_status(self, plan):
         """(main_pid, the running process is what ``plan`` intends) before the switch."""

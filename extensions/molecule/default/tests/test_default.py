@@ -28,6 +28,21 @@ def test_dropin_present_and_vendor_unit_unchanged(host):
     assert cc.vendor_unit_unchanged(host)
 
 
+def test_go_runs_as_the_user_c_dropped_to_kept_by_the_drop_in(host):
+    # mtproxy_cutover_privilege_drop=service (extensions/molecule/config.yml): the Go ignores -u nobody.
+    assert host.file(cc.DROPIN).content_string.endswith(
+        "User=nobody\nGroup=nogroup\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+    pid = host.check_output("systemctl show -p MainPID --value MTProxy.service")
+    uids = host.check_output("for p in %s $(cat /proc/%s/task/*/children); do awk '/^Uid:/ {print $3}' "
+                             "/proc/$p/status; done" % (pid, pid)).split()
+    assert len(uids) == 2 and set(uids) == {"65534"}, uids  # the main process and its -M 1 worker
+    stages = cc.load_report()["hosts"][host.backend.get_hostname()]["stages"]
+    checked = [stages["flip"]["privileges"]] + ([stages["prewarm"]["privileges"]] if "prewarm" in stages else [])
+    for privileges in checked:
+        assert privileges["verdict"] != "more" and privileges["granted"] == ["CAP_NET_BIND_SERVICE"], privileges
+    assert ("prewarm" in stages) == (host.backend.get_hostname() in CANARIES)
+
+
 def test_state_files_are_root_only_and_say_go(host):
     for name in ("manifest.json", "state.json"):
         handle = host.file("%s/%s" % (cc.STATE_DIR, name))
