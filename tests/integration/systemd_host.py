@@ -184,6 +184,31 @@ def install_standin(name, binaries):
         put(name, wire, os.path.join(os.path.dirname(binary), 'mtproxy_wire.py'))
 
 
+VENDOR_UNIT = """[Unit]
+Description=MTProxy
+
+[Service]
+Type=simple
+WorkingDirectory=/opt/MTProxy
+ExecStart=%s
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"""
+LOOPBACK_BACKEND = 'proxy_for 1 127.0.0.1:18881;\nproxy_for -1 127.0.0.1:18881;\ndefault 1;\n'
+
+
+def start_vendor_service(name, exec_start, aes_pwd):
+    """MTProxy.service as an installer writes it (``exec_start``, WorkingDirectory=/opt/MTProxy), its backend
+    config on loopback and ``aes_pwd`` as proxy-secret; started and accepting on port 443."""
+    put(name, LOOPBACK_BACKEND, '/opt/MTProxy/proxy-multi.conf', 0o644)
+    put(name, aes_pwd, '/opt/MTProxy/proxy-secret', 0o644)
+    put(name, VENDOR_UNIT % exec_start, '/etc/systemd/system/MTProxy.service', 0o644)
+    sh(name, 'systemctl daemon-reload && systemctl enable --now MTProxy.service')
+    wait_port(name, 443)
+
+
 def main_pid(name):
     return int(sh(name, 'systemctl show -p MainPID --value MTProxy.service').strip())
 

@@ -7,7 +7,7 @@ as nobody with CAP_NET_BIND_SERVICE, proven in /proc; the rollback leaves C as i
 through MTPROXY_C_BINARY / MTPROXY_GO_BINARY (systemd_host.install_proxies). Tests run in file order.
 """
 import pytest
-from systemd_host import ModuleHost, boot_host, cap_connections, install_proxies, main_pid, put, sh, wait_port
+from systemd_host import ModuleHost, boot_host, cap_connections, install_proxies, main_pid, sh, start_vendor_service
 
 pytestmark = pytest.mark.slow
 
@@ -17,19 +17,6 @@ GO_BIN = '/opt/MTProxy/releases/go-test/mtproto-proxy-go'
 EXEC_START = cap_connections('%s -u nobody -p 8888 --http-stats -H 443 -S %s --aes-pwd proxy-secret proxy-multi.conf '
                              '-M 1' % (C_BIN, SECRET))
 DROPIN = '/etc/systemd/system/MTProxy.service.d/99-mtproxy-cutover.conf'
-UNIT = """[Unit]
-Description=MTProxy
-
-[Service]
-Type=simple
-WorkingDirectory=/opt/MTProxy
-ExecStart=%s
-Restart=on-failure
-
-[Install]
-WantedBy=multi-user.target
-""" % EXEC_START
-BACKEND = 'proxy_for 1 127.0.0.1:18881;\nproxy_for -1 127.0.0.1:18881;\ndefault 1;\n'
 
 
 @pytest.fixture(scope='module')
@@ -37,11 +24,7 @@ def host():
     # The Docker engine starts a container's network namespace with 0 (any port for anyone); a host has 1024.
     with boot_host('mtpx-privs', sysctls=['net.ipv4.ip_unprivileged_port_start=1024']) as (name, workdir):
         install_proxies(name, C_BIN, GO_BIN)
-        put(name, BACKEND, '/opt/MTProxy/proxy-multi.conf', 0o644)
-        put(name, 'aes-secret-for-the-privilege-drop-tests-32+\n', '/opt/MTProxy/proxy-secret', 0o644)
-        put(name, UNIT, '/etc/systemd/system/MTProxy.service', 0o644)
-        sh(name, 'systemctl daemon-reload && systemctl enable --now MTProxy.service')
-        wait_port(name, 443)
+        start_vendor_service(name, EXEC_START, 'aes-secret-for-the-privilege-drop-tests-32+\n')
         yield ModuleHost(name, workdir, secrets=(SECRET,))
 
 

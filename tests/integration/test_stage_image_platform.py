@@ -54,6 +54,7 @@ PLAYBOOK = """
         stage_binary_version: ""
         stage_binary_keep_releases: 0
         stage_binary_privilege_drop: binary
+        stage_binary_exit_semantics: skip
 
     - name: Show what was staged
       ansible.builtin.debug:

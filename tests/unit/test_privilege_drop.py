@@ -10,7 +10,8 @@ from ansible_collections.mtproxy.cutover.plugins.module_utils._runtime.pointing 
 from ansible_collections.mtproxy.cutover.plugins.module_utils._proxy.unit import service_setting
 from ansible_collections.mtproxy.cutover.plugins.plugin_utils.settings import resolve_settings
 
-from test_privileges import searchable_dir, tree  # noqa: F401  (a fixture)
+from test_privileges import searchable_dir, tree  # noqa: F401 (a fixture)  pylint: disable=unused-import
+
 
 def manifest(c_shape='c-root', client_ports=(443,), files=()):
     return {'unit_name': 'MTProxy.service', 'service': 'MTProxy', 'client_ports': list(client_ports),
@@ -63,6 +64,12 @@ def test_binary_refuses_a_go_that_stays_root_naming_both_and_the_way_forward():
     assert 'uid 0 (root) where C runs as uid 65534' in judged['message']
     assert 'mtproxy_cutover_privilege_drop=service' in judged['message']
     assert 'mtproxy_cutover_privilege_drop=ignore' in judged['message']
+
+
+def test_a_container_is_told_to_set_its_user():
+    judged = pd.judge('binary', manifest(), tree('go-root'), runtime_kind='container')
+    assert judged['refused'] and "container's user" in judged['message'] and 'nobody:nogroup' in judged['message']
+    assert 'mtproxy_cutover_privilege_drop=service' not in judged['message']
 
 
 def test_ignore_reports_and_does_not_refuse():

@@ -827,6 +827,19 @@ def test_report_md_says_what_go_runs_as_against_c(tmp_path):
     assert "## Privileges" not in rf.render_markdown(_report(run_dir))
 
 
+def test_report_md_lists_the_exit_semantics_differences_of_each_canary(tmp_path):
+    run_dir = _run(tmp_path, expected=("h1", "h2", "h3"))
+    rep.write_record(run_dir, "h1", "prewarm", {"exit_semantics": {
+        "verdict": "warn", "cases": [], "refusals": [], "warnings_found": ["on a busy stats port, C ends", "on a dir"]}})
+    rep.write_record(run_dir, "h2", "prewarm", {"exit_semantics": {
+        "verdict": "refuse", "cases": [], "refusals": ["on SIGTERM, C ends clean"], "warnings_found": []}})
+    rep.write_record(run_dir, "h3", "prewarm", {"exit_semantics": {"verdict": "not_checked", "reason": "a container"}})
+    section = rf.render_markdown(_report(run_dir)).split("## Exit semantics of Go against C", 1)[1].split("\n## ")[0]
+    assert [line for line in section.splitlines() if line.lstrip().startswith("- ")] == [
+        "- h1: warn", "  - on a busy stats port, C ends", "  - on a dir", "- h2: refuse", "  - on SIGTERM, C ends clean",
+        "- h3: not_checked: a container"]
+
+
 # --- results read from the hosts: what each host runs at the end of the run, against the run's intent ---
 
 def _info(running, reason=None, **extra):

@@ -167,7 +167,7 @@ def judge_privileges(candidate, mode, details):
     except pv.PrivilegeError as exc:
         candidate.fail('%s on %s: what its processes run as could not be read (%s); it was stopped'
                        % (candidate.what, candidate.service, exc), **details)
-    judged = pd.judge(mode, candidate.manifest, processes, candidate.runtime.service_lines)
+    judged = pd.judge(mode, candidate.manifest, processes, candidate.runtime.service_lines, candidate.runtime.kind)
     if judged['refused']:
         candidate.fail('%s on %s refused: %s; it was stopped' % (candidate.what, candidate.service, judged['message']),
                        privileges=judged, refused='privileges', **details)

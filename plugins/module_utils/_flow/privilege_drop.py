@@ -92,7 +92,7 @@ def file_problems(mode, manifest):
     return problems
 
 
-def judge(mode, manifest, go_procs, lines=()):
+def judge(mode, manifest, go_procs, lines=(), runtime_kind='systemd'):
     """Compare Go's processes with C's frozen ones. Returns privileges.compare's dict plus ``mode``,
     ``refused`` (bool) and, for a refusal, ``message`` with the way forward."""
     c_procs = frozen_privileges(manifest)
@@ -107,10 +107,14 @@ def judge(mode, manifest, go_procs, lines=()):
     result['refused'] = result['verdict'] == 'more' and mode != 'ignore'
     if result['refused']:
         user, group = service_identity(manifest)
-        result['message'] += (
-            '. Way forward: %s; or a Go build that drops privileges itself; '
-            'mtproxy_cutover_privilege_drop=ignore accepts it (the report records it)' % (
-                'check the drop-in\'s User=/Group= and the unit\'s own settings' if mode == 'service' else
-                'mtproxy_cutover_privilege_drop=service has systemd start Go as %s:%s (and with %s for a client '
-                'port below 1024), proven by the pre-warm' % (user, group, BIND_CAPABILITY)))
+        if runtime_kind != 'systemd':
+            forward = ('run the Go image as %s:%s (its USER, or the container\'s user: in the compose file or '
+                       'docker run --user), as C runs inside it' % (user, group))
+        elif mode == 'service':
+            forward = 'check the drop-in\'s User=/Group= and the unit\'s own settings'
+        else:
+            forward = ('mtproxy_cutover_privilege_drop=service has systemd start Go as %s:%s (and with %s for a '
+                       'client port below 1024), proven by the pre-warm' % (user, group, BIND_CAPABILITY))
+        result['message'] += ('. Way forward: %s; or a Go build that drops privileges itself; '
+                              'mtproxy_cutover_privilege_drop=ignore accepts it (the report records it)' % forward)
     return result

@@ -113,7 +113,7 @@ def prove_privileges(runtime, main_pid, mode):
         processes = runtime.proxy_processes(main_pid)
     except pv.PrivilegeError as exc:
         return None, 'what the restarted Go runs as could not be read: %s' % exc
-    judged = pd.judge(mode, runtime.manifest, processes, runtime.service_lines)
+    judged = pd.judge(mode, runtime.manifest, processes, runtime.service_lines, runtime.kind)
     return judged, judged['message'] if judged['refused'] else None
 
 

@@ -253,8 +253,8 @@ class UnitCandidate:
         self.unit_properties = list(unit_properties)
         self.description = description
         self.warnings = []
-        self.log_path = runtime.store.file(PREWARM_LOG if role == 'prewarm' else BRIDGE_LOG)
-        self.env_path = runtime.store.file(PREWARM_ENV if role == 'prewarm' else BRIDGE_ENV)
+        self.log_path = runtime.store.file(BRIDGE_LOG if role == 'bridge' else PREWARM_LOG)
+        self.env_path = runtime.store.file(BRIDGE_ENV if role == 'bridge' else PREWARM_ENV)
         self.binary = self.argv = None
         self.stats_port = self.stats_url = None
         self.client_ports = []
@@ -289,7 +289,7 @@ class UnitCandidate:
         if not os.path.isfile(binary) or not os.access(binary, os.X_OK):
             raise PrewarmError('binary %s is missing or not executable on the host' % binary)
         self.binary = binary
-        if self.role == 'prewarm' and self.runtime.service_lines and parse_argv(frozen_argv(self.manifest)).has('log'):
+        if self.flavor == 'go' and self.runtime.service_lines and parse_argv(frozen_argv(self.manifest)).has('log'):
             self.log_path = user_log_path(self.unit, self.manifest)
         self.argv, self.stats_port, self.client_ports = self.plan(binary)
         self.stats_url = 'http://127.0.0.1:%d/stats' % self.stats_port

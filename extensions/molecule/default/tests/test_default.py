@@ -43,6 +43,18 @@ def test_go_runs_as_the_user_c_dropped_to_kept_by_the_drop_in(host):
     assert ("prewarm" in stages) == (host.backend.get_hostname() in CANARIES)
 
 
+def test_the_canary_pre_warm_compared_how_go_and_c_end(host):
+    name = host.backend.get_hostname()
+    if name not in CANARIES:
+        pytest.skip("only canaries are pre-warmed")
+    checked = cc.load_report()["hosts"][name]["stages"]["prewarm"]["exit_semantics"]
+    # As measured on the real builds (the stand-in follows them): two differences, each only a warning.
+    verdicts = dict((entry["case"], entry["verdict"]) for entry in checked["cases"])
+    assert checked["verdict"] == "warn" and checked["refusals"] == [], checked
+    assert verdicts == {"sigterm": "same", "bad_flag": "same", "config_missing": "same",
+                        "config_unreadable": "equivalent", "client_port_busy": "same", "stats_port_busy": "differs"}
+
+
 def test_state_files_are_root_only_and_say_go(host):
     for name in ("manifest.json", "state.json"):
         handle = host.file("%s/%s" % (cc.STATE_DIR, name))
