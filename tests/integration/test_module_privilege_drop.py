@@ -105,3 +105,17 @@ def test_binary_fails_a_flip_whose_go_runs_as_root(host):
     back = host.module('mtproxy_switch', {'target': 'c'})
     assert not back.get('failed'), back.get('msg')
     assert uids(host, main_pid(host.name)) == [65534]
+
+
+def test_service_refuses_a_flip_whose_user_cannot_read_the_config_before_any_change(host):
+    # A wave host has no pre-warm: the flip itself checks the files C read as root before it dropped.
+    pid = main_pid(host.name)
+    sh(host.name, 'chmod 0600 /opt/MTProxy/proxy-multi.conf')
+    try:
+        result = host.module('mtproxy_switch', {'target': 'go', 'binary': GO_BIN, 'privilege_drop': 'service'})
+    finally:
+        sh(host.name, 'chmod 0644 /opt/MTProxy/proxy-multi.conf')
+    assert result.get('failed') and result.get('refused') == 'privilege_files' and result['changed'] is False, result
+    assert 'config /opt/MTProxy/proxy-multi.conf: mode 0600' in result['msg'] and 'nobody:nogroup' in result['msg']
+    assert main_pid(host.name) == pid
+    assert sh(host.name, 'test -e %s && echo present || echo absent' % DROPIN).strip() == 'absent'

@@ -82,14 +82,22 @@ def test_the_drop_in_way_forward_keeps_only_the_granted_bind_capability():
     assert ungranted['more'] == ['Go holds CAP_NET_BIND_SERVICE that C does not']
 
 
-def test_another_user_or_extra_groups_differ_without_more_power():
+def test_another_user_differs_without_more_power():
     c = tree('c-root')
-    other = [dict(p, uid=[999] * 4, gid=[999] * 4, groups=[999, 4]) for p in tree('go-user')]
+    other = [dict(p, uid=[999] * 4, gid=[999] * 4, groups=[999]) for p in tree('go-user')]
     result = compare(c, other, granted=['net_bind_service'])
     assert result['verdict'] == 'differs'
     assert result['differs'] == ['Go runs as uid 999 (mtproxy), C as uid 65534 (nobody)',
-                                 'Go has groups 4 (adm), 999 that C has not']
+                                 'Go has group 999 that C has not']
     assert result['message'].startswith('Go would run as another identity than C')
+
+
+def test_a_supplementary_group_c_has_not_is_more_privilege():
+    # systemd's User= gives the user's groups (initgroups); C's setgroups() keeps only its gid.
+    c = tree('c-root')
+    go = [dict(p, groups=[65534, 4]) for p in tree('go-user')]
+    result = compare(c, go, granted=['net_bind_service'])
+    assert result['verdict'] == 'more' and result['more'] == ['Go has supplementary group 4 (adm) that C has not']
 
 
 def test_a_saved_root_uid_counts_as_root():

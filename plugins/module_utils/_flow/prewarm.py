@@ -123,15 +123,10 @@ def start(candidate, release, ready_timeout, check_mode=False, check_stats=True,
 
     With ``privilege_drop`` (privilege_drop.MODES) the ready candidate's processes are judged against
     what C runs as (``result['privileges']``); a refused one is stopped and the start fails."""
-    if privilege_drop is not None:
-        problems = pd.file_problems(privilege_drop, candidate.manifest)
-        if problems:
-            user, group = pd.service_identity(candidate.manifest)
-            raise PrewarmError('%s: privilege_drop=service would run Go as %s:%s, which cannot use what C opened as '
-                               'root before it dropped to that user: %s. Way forward: make them readable (the log '
-                               'writable) for that user or group, or use privilege_drop=binary or ignore; nothing '
-                               'was started' % (candidate.service, user, group, '; '.join(problems)),
-                               refused='privilege_files', changed=False)
+    refusal = pd.file_refusal(privilege_drop, candidate.manifest) if privilege_drop is not None else None
+    if refusal:
+        raise PrewarmError('%s: %s; nothing was started' % (candidate.service, refusal), refused='privilege_files',
+                           changed=False)
     result = candidate.prepare(release)
     if check_mode:
         return result

@@ -92,6 +92,18 @@ def file_problems(mode, manifest):
     return problems
 
 
+def file_refusal(mode, manifest):
+    """The text that refuses privilege_drop=service for the files of file_problems, or None."""
+    problems = file_problems(mode, manifest)
+    if not problems:
+        return None
+    user, group = service_identity(manifest)
+    return ('privilege_drop=service would run Go as %s:%s, which cannot use these files: %s. C read its files as root '
+            'before it dropped to that user; Go opens them as that user. Way forward: make them readable for that '
+            'user or group (the -l log writable: e.g. root:%s 0640, a log 0660), or use privilege_drop=binary or '
+            'ignore' % (user, group, '; '.join(problems), group))
+
+
 def judge(mode, manifest, go_procs, lines=(), runtime_kind='systemd'):
     """Compare Go's processes with C's frozen ones. Returns privileges.compare's dict plus ``mode``,
     ``refused`` (bool) and, for a refusal, ``message`` with the way forward."""

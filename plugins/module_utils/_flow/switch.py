@@ -102,9 +102,15 @@ def service_lines(runtime, method, mode):
     """privilege_drop's lines for the cutover drop-in; SwitchError (nothing changed) when it cannot have them."""
     pointing = pt.method_of(runtime.state, 'go', method) if runtime.kind == 'systemd' else None
     try:
-        return pd.service_lines(mode, runtime.manifest, runtime.kind, pointing)
+        lines = pd.service_lines(mode, runtime.manifest, runtime.kind, pointing)
     except pd.PrivilegeDropError as exc:
         raise SwitchError('%s: %s; nothing was changed' % (runtime.name, exc), refused='privilege_drop', changed=False)
+    refusal = pd.file_refusal(mode, runtime.manifest)
+    if refusal:
+        # A wave host has no pre-warm: this is its only check before Go starts as that user.
+        raise SwitchError('%s: %s; nothing was changed' % (runtime.name, refusal), refused='privilege_files',
+                          changed=False)
+    return lines
 
 
 def prove_privileges(runtime, main_pid, mode):

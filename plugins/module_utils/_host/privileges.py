@@ -208,10 +208,19 @@ def compare(c_procs, go_procs, granted=(), users=None, groups=None):
     c_gids = c_agg['gids'] | c_agg['groups']
     if 0 in go_gids and 0 not in c_gids:
         more.append('Go has group 0 (root), C has not')
+    # Go's own primary group is another identity; a supplementary group C has not (docker, adm, disk: a
+    # user's groups systemd's User= adds, where C's setgroups() kept only its gid) is more privilege.
+    own = set(proc['gid'][1] for proc in go_procs)
     extra_groups = go_gids - c_gids - {0}
-    if extra_groups:
+    extra_supplementary = extra_groups - own
+    if extra_supplementary:
+        more.append('Go has supplementary group%s %s that C has not' % (
+            's' if len(extra_supplementary) > 1 else '',
+            ', '.join(_group(g, groups) for g in sorted(extra_supplementary))))
+    if extra_groups - extra_supplementary:
         differs.append('Go has group%s %s that C has not' % (
-            's' if len(extra_groups) > 1 else '', ', '.join(_group(g, groups) for g in sorted(extra_groups))))
+            's' if len(extra_groups - extra_supplementary) > 1 else '',
+            ', '.join(_group(g, groups) for g in sorted(extra_groups - extra_supplementary))))
     granted_mask = cap_mask(granted)
     extra_caps = go_agg['caps'] & ~c_agg['caps']
     if extra_caps & ~granted_mask:
